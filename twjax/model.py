@@ -126,9 +126,15 @@ class Attention(nnx.Module):
         on CPU this made the training step ~25% faster than [B,T,N,H] (measured, tiny d=256 T=1024).
         """
         dtype, theta = x_BxTxD.dtype, self.config.rope_theta
-        q = jnp.einsum("btd,dnh->bnth", x_BxTxD, self.wq_DxNxH[...].astype(dtype))
-        k = jnp.einsum("btd,dkh->bkth", x_BxTxD, self.wk_DxKxH[...].astype(dtype))
-        v = jnp.einsum("btd,dkh->bkth", x_BxTxD, self.wv_DxKxH[...].astype(dtype))
+        b, t, d = x_BxTxD.shape
+        x_MxD = x_BxTxD.reshape(b * t, d)
+
+        def heads(w_DxNxH):
+            n, h = w_DxNxH.shape[1:]
+            y_MxNH = x_MxD @ w_DxNxH[...].astype(dtype).reshape(d, n * h)
+            return y_MxNH.reshape(b, t, n, h).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.wq_DxNxH), heads(self.wk_DxKxH), heads(self.wv_DxKxH)
         q = sharding.constrain(q, ("batch", "heads", "length", "head_dim"))
         return rope(q, positions_BxT, theta), rope(k, positions_BxT, theta), v
 
@@ -142,8 +148,9 @@ class Attention(nnx.Module):
                             preferred_element_type=jnp.float32)
         probs = jax.nn.softmax(scores + bias_BxTxS[:, None, None], axis=-1).astype(dtype)
         out_BxKxGxTxH = jnp.einsum("bkgts,bksh->bkgth", probs, v_BxKxSxH.astype(dtype))
-        wo_KxGxHxD = self.wo_NxHxD[...].astype(dtype).reshape(kv, n // kv, h, -1)
-        return jnp.einsum("bkgth,kghd->btd", out_BxKxGxTxH, wo_KxGxHxD)
+        out_MxNH = out_BxKxGxTxH.transpose(0, 3, 1, 2, 4).reshape(b * t, n * h)
+        wo_NHxD = self.wo_NxHxD[...].astype(dtype).reshape(n * h, -1)
+        return (out_MxNH @ wo_NHxD).reshape(b, t, -1)
 
 
 class MLP(nnx.Module):
@@ -156,11 +163,15 @@ class MLP(nnx.Module):
         self.w_down_FxD = param(rngs, (f, d), ("mlp", "embed"), f ** -0.5 / (2 * config.n_layers) ** 0.5)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        # Tokens flattened to one axis: XLA:CPU fuses SwiGLU's backward into 2-D matmuls without the
+        # transposed copies it makes for 3-D ones (the MLP's gradient ran 2.2x faster, tiny shape).
+        b, t, d = x_BxTxD.shape
         dtype = x_BxTxD.dtype
-        gate = x_BxTxD @ self.w_gate_DxF[...].astype(dtype)
-        up = x_BxTxD @ self.w_up_DxF[...].astype(dtype)
-        hidden_BxTxF = sharding.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return hidden_BxTxF @ self.w_down_FxD[...].astype(dtype)
+        x_MxD = x_BxTxD.reshape(b * t, d)
+        gate_MxF = x_MxD @ self.w_gate_DxF[...].astype(dtype)
+        up_MxF = x_MxD @ self.w_up_DxF[...].astype(dtype)
+        hidden_MxF = sharding.constrain(jax.nn.silu(gate_MxF) * up_MxF, ("batch", "mlp"))
+        return (hidden_MxF @ self.w_down_FxD[...].astype(dtype)).reshape(b, t, d)
 
 
 class Block(nnx.Module):
@@ -218,10 +229,10 @@ class Transformer(nnx.Module):
         return sharding.constrain(x_BxTxD, ("batch", "length", "embed"))
 
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
-        x_BxTxD = self.final_norm(x_BxTxD)
-        logits = jnp.einsum("btd,dv->btv", x_BxTxD, self.unembed_DxV[...].astype(x_BxTxD.dtype),
-                            preferred_element_type=jnp.float32)
-        return sharding.constrain(logits, ("batch", "length", "vocab"))
+        b, t, d = x_BxTxD.shape
+        x_MxD = self.final_norm(x_BxTxD).reshape(b * t, d)
+        logits_MxV = jnp.dot(x_MxD, self.unembed_DxV[...].astype(x_MxD.dtype), preferred_element_type=jnp.float32)
+        return sharding.constrain(logits_MxV.reshape(b, t, -1), ("batch", "length", "vocab"))
 
     def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
                  segment_ids_BxT: jax.Array | None = None) -> jax.Array:

@@ -53,7 +53,9 @@ def loss_sums(logits_BxTxV: jax.Array, batch: dict) -> dict:
     role_ce / role_count [4]: unweighted cross-entropy and count of the non-padding targets of
     each role (task, agent, terminal, control), for logging whatever the regime.
     """
-    ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch["targets"])
+    b, t, v = logits_BxTxV.shape
+    ce_BxT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxTxV.reshape(b * t, v), batch["targets"].reshape(b * t)).reshape(b, t)
     weights_BxT = batch["weights"].astype(jnp.float32)
     # Zero-weight targets add exactly nothing to the sum (no 0 x inf = NaN from a padding row).
     weighted_ce = jnp.sum(jnp.where(weights_BxT > 0, ce_BxT * weights_BxT, 0.0))
