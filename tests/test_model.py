@@ -88,6 +88,18 @@ def test_packed_segments_equal_separate_sequences(model):
     assert np.isfinite(logits).all()
 
 
+def test_chunked_causal_attention_equals_one_chunk():
+    # Chunks of 8 over 21 tokens (the last one short), packed segments crossing chunk borders.
+    tokens = random_tokens((2, 21), seed=6)
+    segments = jnp.array([[1] * 10 + [2] * 9 + [0] * 2, [1] * 21])
+    positions = jnp.array([list(range(10)) + list(range(9)) + [0, 0], list(range(21))])
+    chunked_config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, attention_chunk=8)
+    whole_config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, attention_chunk=0)
+    chunked = forward(model_lib.Transformer(chunked_config, rngs=nnx.Rngs(0)), tokens, positions, segments)
+    whole = forward(model_lib.Transformer(whole_config, rngs=nnx.Rngs(0)), tokens, positions, segments)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
 def test_bfloat16_compute_gives_float32_logits():
     config = model_lib.ModelConfig.from_mapping(dict(CONFIG.__dict__, dtype="bfloat16", unknown_key=1))
     model = model_lib.Transformer(config, rngs=nnx.Rngs(0))

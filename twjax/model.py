@@ -45,6 +45,7 @@ class ModelConfig:
     d_ff: int
     max_len: int
     rope_theta: float = 10_000.0
+    attention_chunk: int = 128  # training attention in query chunks of this length (0: one chunk)
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU)
 
     def __post_init__(self):
@@ -246,10 +247,19 @@ class Transformer(nnx.Module):
         mask_BxTxT = (segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]) & causal_TxT
         bias_BxTxT = jnp.where(mask_BxTxT, 0.0, NEG_INF).astype(jnp.float32)
 
+        chunk = self.config.attention_chunk or t
+
+        def attend_causal(q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, block):
+            # The queries of chunk [start, stop) see no key at or past `stop`: those scores (up to
+            # half of T x T) are never computed.
+            return jnp.concatenate([
+                block.attn.attend(q_BxNxTxH[:, :, start:start + chunk], k_BxKxTxH[:, :, :start + chunk],
+                                  v_BxKxTxH[:, :, :start + chunk], bias_BxTxT[:, start:start + chunk, :start + chunk])
+                for start in range(0, t, chunk)], axis=1)
+
         x = self.embed(tokens_BxT)
         for block in self.blocks:
-            attend = lambda q, k, v, block=block: block.attn.attend(q, k, v, bias_BxTxT)
-            x = block(x, positions_BxT, attend)
+            x = block(x, positions_BxT, lambda q, k, v, block=block: attend_causal(q, k, v, block))
         return self.logits(x)
 
     def forward_cached(self, tokens_BxT: jax.Array, valid_BxT: jax.Array, cache: KVCache):
