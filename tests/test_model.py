@@ -44,23 +44,6 @@ def test_token_by_token_decoding_equals_full_forward(model):
     assert not np.asarray(cache.keys_LxBxKxSxH[:, 2]).any(), "a row with no valid token changed"
 
 
-def test_decoding_across_attention_prefix_branches_equals_full_forward(model):
-    # A 96-slot cache is read through prefixes of 32, 64 and 96 slots (model.SLOT_BLOCK); ragged
-    # rows cross each border at different steps, and prefill chunks straddle them.
-    assert model_lib.SLOT_BLOCK == 32
-    tokens = random_tokens((2, 90), seed=7)
-    full = np.asarray(forward(model, tokens))
-    lengths = np.array([90, 40])
-    cache = model_lib.init_cache(CONFIG, 2, 96)
-    for start in range(0, 90, 10):
-        valid = (start + np.arange(10))[None, :] < lengths[:, None]
-        logits, cache = forward_cached(model, tokens[:, start:start + 10], valid, cache)
-        for row in range(2):
-            n = int(valid[row].sum())
-            np.testing.assert_allclose(logits[row, :n], full[row, start:start + n], atol=1e-4, rtol=1e-4)
-    np.testing.assert_array_equal(cache.end_B, lengths)
-
-
 def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
     tokens = random_tokens((3, 14), seed=2)
     full = np.asarray(forward(model, tokens))

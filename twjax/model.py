@@ -19,8 +19,7 @@ heads of that group consume in one small matmul ([G, H] x [H, S]) — GQA's savi
 real, not a strided gather; the batch axis is outermost after layers, so the cache shards over the
 mesh's batch axes like the activations; layers are stacked so the whole cache is two arrays (cheap
 to carry through `lax.while_loop`, one sharding each). Large-batch decoding (B >= 1024) then does
-its weight matmuls as [B, D] x [D, F] (compute-bound), and the cache reads stream contiguously,
-over the filled prefix of the slots only (a multiple of SLOT_BLOCK, picked by lax.switch).
+its weight matmuls as [B, D] x [D, F] (compute-bound), and the cache reads stream contiguously.
 The cache dtype defaults to the compute dtype; `init_cache(..., dtype="bfloat16")` halves its
 memory on any backend.
 """
@@ -34,10 +33,6 @@ from flax import nnx, struct
 from twjax import sharding
 
 NEG_INF = -1e30
-# forward_cached attends over a prefix of the cache that is a multiple of this many slots, with at
-# most MAX_SLOT_BRANCHES distinct prefix lengths (each one compiled branch).
-SLOT_BLOCK = 32
-MAX_SLOT_BRANCHES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,14 +279,6 @@ class Transformer(nnx.Module):
         bias_BxTxS = jnp.where(visible_BxTxS, 0.0, NEG_INF).astype(jnp.float32)
         rows_Bx1 = jnp.arange(b)[:, None]
 
-        # Attention reads only a prefix of the slots: the smallest of a few static sizes that holds
-        # every row's filled slots (one compiled branch per size, picked by lax.switch). Decoding is
-        # bound by cache reads, and a session's cache is mostly empty until its last turns.
-        filled = jnp.max(cache.end_B + valid_BxT.sum(axis=1, dtype=jnp.int32))
-        step = max(SLOT_BLOCK, -(-slots // MAX_SLOT_BRANCHES))
-        prefixes = tuple(range(step, slots, step)) + (slots,)
-        branch = jnp.minimum(jnp.searchsorted(jnp.asarray(prefixes), filled), len(prefixes) - 1)
-
         keys, values = cache.keys_LxBxKxSxH, cache.values_LxBxKxSxH
         x = self.embed(tokens_BxT)
         for layer, block in enumerate(self.blocks):
@@ -302,11 +289,7 @@ class Transformer(nnx.Module):
                     k_BxKxTxH.transpose(0, 2, 1, 3).astype(keys.dtype), mode="drop")
                 values = values.at[layer, rows_Bx1, :, write_slot_BxT, :].set(
                     v_BxKxTxH.transpose(0, 2, 1, 3).astype(values.dtype), mode="drop")
-                attend_prefixes = [
-                    lambda q, k, v, size=size: block.attn.attend(q, k[:, :, :size], v[:, :, :size],
-                                                                 bias_BxTxS[:, :, :size])
-                    for size in prefixes]
-                return jax.lax.switch(branch, attend_prefixes, q, keys[layer], values[layer])
+                return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS)
             x = block(x, positions_BxT, attend)
         end_B = jnp.minimum(cache.end_B + valid_BxT.sum(axis=1, dtype=jnp.int32), slots)
         return self.logits(x), KVCache(keys, values, end_B)
