@@ -14,14 +14,15 @@ import ml_collections
 # name: (vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, seq_len, batch_size, grad_accum, lr,
 #        warmup, steps, dtype, mesh (data, fsdp, tensor))
 PRESETS = {
-    # 1.3M parameters (2k vocabulary), 7.1e6 FLOPs/token. MEASURED with `twjax train` on the 2-core
-    # CPU host shared with other jobs (load average 2-10): median 1,760 tokens/s (1,500-3,500), the
-    # 250 steps in ~12 min with compilation; on configs/data/tiny.py transcripts the valid loss ends at
-    # 1.55 nats against a 4.30-nat unigram baseline (README "Training"). Longer runs overfit that
-    # small data set (600-step schedule: valid 1.58 at step 200, 1.77 at step 300).
-    "tiny": (0, 128, 4, 4, 2, 384, 256, 16, 1, 3e-3, 30, 250, "float32", (-1, 1, 1)),
-    # 26M parameters, 1.4e8 FLOPs/token. ESTIMATED from tiny's measured ~8 GFLOP/s on that CPU host:
-    # ~60 tokens/s there (hours per thousand steps); meant for one GPU ("auto": bf16 there).
+    # 4.1M parameters (2k vocabulary; 4 query heads sharing one 64-dim KV head), 2.3e7 FLOPs/token.
+    # Shaped for the 2-core CPU (README "Benchmarks"): d_model 256 keeps the matmuls near the
+    # measured peak (MFU 0.54-0.56 in `twjax bench train`, ~4,000 tokens/s; d_model 128 reached
+    # 0.37), 64-dim heads keep the T x T score tensors few, and the single KV head keeps the cache
+    # that rollout decoding streams as small as the 1.3M model's it replaced. The 250 steps take ~5
+    # min; on configs/data/tiny.py the valid loss is lowest near step 100 and rises after (overfit).
+    "tiny": (0, 256, 4, 4, 1, 768, 256, 16, 1, 3e-3, 30, 250, "float32", (-1, 1, 1)),
+    # 26M parameters, 1.4e8 FLOPs/token. ESTIMATED from tiny's measured ~90 GFLOP/s on the CPU host:
+    # ~650 tokens/s there (a thousand steps take hours); meant for one GPU ("auto": bf16 there).
     "small": (8192, 512, 6, 8, 4, 1408, 512, 32, 1, 1e-3, 200, 20_000, "auto", (-1, 1, 1)),
     # 100M parameters, 6.4e8 FLOPs/token (twjax.flops), one H100 in bf16. ESTIMATED, not measured:
     # 40% of 989 TFLOP/s -> ~6e5 tokens/s.
