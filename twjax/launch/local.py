@@ -105,9 +105,13 @@ class Runner:
                 free.put(slot)
 
         interrupted = False
+        futures = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.slots))) as pool:
-            futures = [pool.submit(work, item) for item in enumerate(todo, 1)]
+            # The submissions are inside the try: a Ctrl-C that lands while trials are still being
+            # queued must stop the ones already running too (else the pool's exit waits for them).
             try:
+                for item in enumerate(todo, 1):
+                    futures.append(pool.submit(work, item))
                 concurrent.futures.wait(futures)
             except KeyboardInterrupt:
                 interrupted = True
