@@ -54,11 +54,28 @@ def filter_logits(logits_BxV: jax.Array, temperature: float, top_k: int, top_p: 
     return logits_BxV
 
 
+def sample_categorical(logits_BxV: jax.Array, keys_B: jax.Array) -> jax.Array:
+    """One token per row from softmax(logits), by inverting the row's CDF at one uniform draw.
+
+    Why not jax.random.categorical: its Gumbel trick draws a random number per logit, and threefry
+    for 1,024 x 2,048 numbers cost ~50 ms per rollout step on the CPU host; this draws one per row
+    (~3x faster in all, the cumulative sum included). Tokens of probability 0 (-inf logits) are
+    never picked: the CDF does not rise at them.
+    """
+    probs_BxV = jax.nn.softmax(logits_BxV.astype(jnp.float32), axis=-1)
+    cdf_BxV = jnp.cumsum(probs_BxV, axis=-1)
+    # In (0, 1) times the row's total mass (1 up to rounding), so some CDF entry reaches it.
+    uniform_B = jax.vmap(lambda key: jax.random.uniform(key, minval=jnp.finfo(jnp.float32).tiny))(keys_B)
+    target_B = uniform_B * cdf_BxV[:, -1]
+    token_B = jnp.sum(cdf_BxV < target_B[:, None], axis=-1)
+    return jnp.minimum(token_B, logits_BxV.shape[-1] - 1).astype(jnp.int32)
+
+
 def sample_tokens(logits_BxV: jax.Array, keys_B: jax.Array, sampler: SpanSampler) -> jax.Array:
     if sampler.temperature == 0.0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     filtered = filter_logits(logits_BxV, sampler.temperature, sampler.top_k, sampler.top_p)
-    return jax.vmap(jax.random.categorical)(keys_B, filtered).astype(jnp.int32)
+    return sample_categorical(filtered, keys_B)
 
 
 class _Loop(NamedTuple):

@@ -100,7 +100,7 @@ def sample_logits(logits_BxV: jax.Array, keys_B: jax.Array, sampling: Sampling) 
     if sampling.temperature == 0.0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     filtered_BxV = decode.filter_logits(logits_BxV, sampling.temperature, sampling.top_k, sampling.top_p)
-    return jax.vmap(jax.random.categorical)(keys_B, filtered_BxV).astype(jnp.int32)
+    return decode.sample_categorical(filtered_BxV, keys_B)
 
 
 def row_keys(key: jax.Array, step: jax.Array, batch: int) -> jax.Array:
