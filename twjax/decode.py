@@ -71,7 +71,9 @@ def sample_categorical(logits_BxV: jax.Array, keys_B: jax.Array) -> jax.Array:
     return jnp.minimum(token_B, logits_BxV.shape[-1] - 1).astype(jnp.int32)
 
 
-def sample_tokens(logits_BxV: jax.Array, keys_B: jax.Array, sampler: SpanSampler) -> jax.Array:
+def sample_tokens(logits_BxV: jax.Array, keys_B: jax.Array, sampler) -> jax.Array:
+    """Greedy, or temperature / top-k / top-p with one key per row. `sampler`: anything with those
+    three fields (a SpanSampler, or the rollout engine's per-model Sampling)."""
     if sampler.temperature == 0.0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     filtered = filter_logits(logits_BxV, sampler.temperature, sampler.top_k, sampler.top_p)

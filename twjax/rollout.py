@@ -95,14 +95,6 @@ class LoopState(NamedTuple):
     terminal_cache: object
 
 
-def sample_logits(logits_BxV: jax.Array, keys_B: jax.Array, sampling: Sampling) -> jax.Array:
-    """Greedy, or temperature / top-k / top-p with one key per row (decode.py's filter)."""
-    if sampling.temperature == 0.0:
-        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-    filtered_BxV = decode.filter_logits(logits_BxV, sampling.temperature, sampling.top_k, sampling.top_p)
-    return decode.sample_categorical(filtered_BxV, keys_B)
-
-
 def row_keys(key: jax.Array, step: jax.Array, batch: int) -> jax.Array:
     """Per-row, per-step keys, so the compiled and the reference loop draw the same numbers."""
     step_key = jax.random.fold_in(key, step)
@@ -121,9 +113,9 @@ def next_tokens(state: LoopState, agent_logits_BxV, terminal_logits_BxV, key, ma
     agent_logits_BxV = jnp.where(agent_allowed_BxV, agent_logits_BxV, -jnp.inf)
     terminal_logits_BxV = jnp.where(output_V, terminal_logits_BxV, -jnp.inf)
     agent_key, terminal_key = jax.random.split(key)
-    agent_token_B = sample_logits(agent_logits_BxV, row_keys(agent_key, state.step, batch),
+    agent_token_B = decode.sample_tokens(agent_logits_BxV, row_keys(agent_key, state.step, batch),
                                   config.agent_sampling)
-    terminal_token_B = sample_logits(terminal_logits_BxV, row_keys(terminal_key, state.step, batch),
+    terminal_token_B = decode.sample_tokens(terminal_logits_BxV, row_keys(terminal_key, state.step, batch),
                                      config.terminal_sampling)
     in_agent, in_terminal = state.phase_B == AGENT, state.phase_B == TERMINAL
     agent_token_B = jnp.where(state.span_len_B >= config.max_command_tokens, markers.cmd_end, agent_token_B)
