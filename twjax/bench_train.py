@@ -3,8 +3,7 @@
 Runs the trainer's own jitted step (twjax.train.make_train_step: sharded state, donation, AdamW)
 on synthetic tokens, after warm-up, times each step (throughput from the median step), measures
 the peak FLOP/s of a large matmul in the same process (twjax.flops) and reports
-MFU = model FLOP/s / measured peak. With `--json` the last line
-of stdout is one JSON object.
+MFU = model FLOP/s / measured peak. With `--json` the last line of stdout is one JSON object.
 """
 import argparse
 import time
@@ -62,22 +61,23 @@ def run(config, steps: int, warmup: int, peak_size: int) -> dict:
     loss = float(metrics["weighted_ce"] / metrics["weight"])
     # Throughput from the median step: on a shared host a neighbour's burst stalls single steps,
     # and the median is what a long run sees most of the time (the mean is reported beside it).
-    step_s = float(np.median(step_seconds))
+    step_s, step_s_mean = float(np.median(step_seconds)), float(np.mean(step_seconds))
 
     cfg = model_lib.ModelConfig.from_mapping(config.model)
     seq_len = config.data.seq_len
     tokens_per_step = config.optim.grad_accum * config.data.batch_size * seq_len
     tokens_per_s = tokens_per_step / step_s
-    model_flops_per_s = flops.train_flops_per_token(cfg, seq_len) * tokens_per_s
+    flops_per_token = flops.train_flops_per_token(cfg, seq_len)
+    model_flops_per_s = flops_per_token * tokens_per_s
     peak_flops_per_s = max(peak_before, flops.measure_peak_flops(size=peak_size))
     return dict(
         benchmark="train", config=config.get("preset", "?"), params=model_lib.param_count(abstract_params),
         matmul_params=flops.matmul_params(cfg), vocab_size=cfg.vocab_size, batch=config.data.batch_size,
         grad_accum=config.optim.grad_accum, seq_len=seq_len, devices=jax.device_count(),
         backend=jax.default_backend(), mesh=dict(mesh.shape), dtype=str(cfg.compute_dtype), steps=steps,
-        step_s=step_s, step_s_mean=float(np.mean(step_seconds)), step_s_min=min(step_seconds),
-        tokens_per_s=tokens_per_s, tokens_per_s_mean=tokens_per_step / float(np.mean(step_seconds)), model_flops_per_token=flops.train_flops_per_token(
-            cfg, seq_len), model_flops_per_s=model_flops_per_s, peak_flops_per_s=peak_flops_per_s,
+        step_s=step_s, step_s_mean=step_s_mean, step_s_min=min(step_seconds), tokens_per_s=tokens_per_s,
+        tokens_per_s_mean=tokens_per_step / step_s_mean,
+        model_flops_per_token=flops_per_token, model_flops_per_s=model_flops_per_s, peak_flops_per_s=peak_flops_per_s,
         peak_matmul=f"{peak_size}x{peak_size} {flops.default_peak_dtype()}",
         mfu=model_flops_per_s / peak_flops_per_s, final_loss=loss)
 
