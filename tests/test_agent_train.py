@@ -148,3 +148,33 @@ def test_rl_checkpoint_loads_for_inference(tmp_path):
     _, _, loaded = checkpoint_io.load_for_inference(tmp_path / "rl")
     assert same(nnx.split(loaded)[1], params)
 
+
+
+def test_references_are_regimes_the_grid_can_hold(tmp_path):
+    """UNTRAINED saves the fresh agent where every agent is loaded from; EXPERT needs no agent and
+    its real pass rate is the ceiling (every expert solution passes its verifier)."""
+    from harness_fixtures import available_backend
+    from sample_episodes import make_episodes
+    from twjax import checkpoint_io, tokenizer
+    from twjax.episode import write_jsonl
+    write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=1))
+    tokenizer.train([str(tmp_path / "e.jsonl")], str(tmp_path / "tok.model"), vocab_size=400)
+    small = [f"data.tokenizer={tmp_path / 'tok.model'}", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
+             "model.n_kv_heads=1", "model.d_ff=64", "agent.eval_tasks=0"]
+    config = configlib.load("configs/agent.py:tiny", small + ["agent.regime=untrained", "train.seed=4"])
+    result = agent_train.agent_train(config, tmp_path / "floor")
+    assert result == {"regime": "UNTRAINED", "final": str(tmp_path / "floor" / "untrained")}
+    loaded_config, _, loaded = checkpoint_io.load_for_inference(result["final"])
+    assert loaded_config.model.vocab_size == 512  # resolved from the tokenizer, as the trainer does
+    assert same(nnx.split(loaded)[1], agent_eval.untrained_like(loaded_config)[1])
+
+    config = configlib.load("configs/agent.py:tiny", small + [
+        "agent.regime=EXPERT", "agent.eval_tasks=3", f"agent.backend={available_backend()}", "agent.workers=2"])
+    result = agent_train.agent_train(config, tmp_path / "ceiling")
+    assert result["final"] is None and set(result["eval"]) == {"real/in_distribution", "real/held_out_families"}
+    assert result["eval"]["real/in_distribution"]["all"] == {"tasks": 3, "pass@1": 1.0, "pass@1_low": 1.0,
+                                                             "pass@1_high": 1.0}
+    assert result["eval"]["real/held_out_families"]["text_grep"]["tasks"] == 3
+
+    with pytest.raises(ValueError, match="UNTRAINED, EXPERT"):
+        agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", ["agent.regime=D"]))

@@ -150,6 +150,15 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
     return out
 
 
+def ceiling_report(in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, backend: str,
+                   workers: int, seed: int = 0) -> dict:
+    """The expert solutions on the tasks `report` draws, run for real: the pass rate a perfect agent reaches."""
+    splits = {"in_distribution": in_families, "held_out_families": held_out_families}
+    return {f"real/{split}": summarize(expert_results(eval_tasks(families, tasks_per_split, seed), backend, workers),
+                                       (1,))
+            for split, families in splits.items() if families}
+
+
 def untrained_like(agent_config) -> tuple:
     """The floor agent: the same architecture, fresh weights."""
     cfg = checkpoint_io.model_config(agent_config)
@@ -205,10 +214,8 @@ def main(args) -> int:
     if args.floor:
         out["floor"] = report(untrained_like(agent_config), tok, in_families, held, **common)
     if args.ceiling:
-        out["ceiling"] = {split: summarize(expert_results(eval_tasks(families, args.tasks, args.seed),
-                                                          args.backend, args.workers), (1,))
-                          for split, families in (("in_distribution", in_families), ("held_out_families", held))
-                          if families}
+        out["ceiling"] = ceiling_report(in_families, held, tasks_per_split=args.tasks, backend=args.backend,
+                                        workers=args.workers, seed=args.seed)
     text = json.dumps(out, sort_keys=True)
     if args.out:
         with open(args.out, "w") as handle:

@@ -13,6 +13,9 @@ Regimes (same architecture; the same number of optimizer updates, train.steps, i
   RL  A for train.steps - rl_steps updates (W/sft), then rl_steps GRPO updates (twjax.rl) in the
       learned terminal, groups of group_size attempts per task, a real_fraction of the groups rolled
       out in real sandboxes with the real verifier as reward                  -> W/rl
+Two references share the eval, so an experiment's table shows the floor and the ceiling beside the regimes:
+  UNTRAINED  the same architecture with fresh weights (seed train.seed), no updates  -> W/untrained
+  EXPERT     no agent: each eval task's expert solution run for real
 Finally the agent is judged on held-out tasks in real sandboxes (and inside the learned terminal
 when one exists): W/metrics.json and the last stdout line hold the pass rates (agent_eval).
 W/agent.json names the directory of the final agent (loadable with checkpoint_io.load_for_inference).
@@ -35,6 +38,7 @@ from twjax.episode import write_jsonl
 from twjax.tasks import registry
 
 REGIMES = ("A", "B", "C", "RL")
+REFERENCES = ("UNTRAINED", "EXPERT")
 TRAIN_SEED_OFFSET = 5_000_000  # tasks drawn for C and RL: seeds apart from collect's and eval's
 AGENT_DEFAULTS = dict(
     regime="A",
@@ -77,8 +81,8 @@ def with_agent_defaults(config: ml_collections.ConfigDict) -> ml_collections.Con
     config = ml_collections.ConfigDict(config.to_dict())
     config.agent = ml_collections.ConfigDict({**AGENT_DEFAULTS, **dict(config.get("agent", {}))})
     config.agent.regime = config.agent.regime.upper()
-    if config.agent.regime not in REGIMES:
-        raise ValueError(f"agent.regime {config.agent.regime!r}: one of {', '.join(REGIMES)}")
+    if config.agent.regime not in REGIMES + REFERENCES:
+        raise ValueError(f"agent.regime {config.agent.regime!r}: one of {', '.join(REGIMES + REFERENCES)}")
     return config
 
 
@@ -267,6 +271,16 @@ def regime_rl(config, workdir: pathlib.Path, log) -> pathlib.Path:
     return out
 
 
+def untrained(config, workdir: pathlib.Path) -> pathlib.Path:
+    """The floor: the agent's architecture with its initial weights, saved like any agent."""
+    out = workdir / "untrained"
+    if not (out / "checkpoints").is_dir():
+        run = train.resolve_config(config)
+        _, params = agent_eval.untrained_like(run)
+        save_params(out, run, params, 0)
+    return out
+
+
 def base_steps(config, later_steps: int) -> int:
     """SFT updates before C's rounds or RL's steps, so every regime makes train.steps updates."""
     steps = int(config.train.steps) - later_steps
@@ -278,6 +292,10 @@ def base_steps(config, later_steps: int) -> int:
 # ---------------------------------------------------------------------------- entry
 
 
+def eval_families(config) -> tuple[list[str], list[str]]:
+    return training_families(config), list(config.agent.held_out_families)
+
+
 def evaluate(config, agent_dir) -> dict:
     _, tok, agent_model = checkpoint_io.load_for_inference(agent_dir)
     terminal, cache_len = None, int(config.model.max_len)
@@ -285,7 +303,7 @@ def evaluate(config, agent_dir) -> dict:
         terminal_config, _, terminal_model = checkpoint_io.load_for_inference(config.agent.terminal)
         terminal, cache_len = nnx.split(terminal_model), min(cache_len, int(terminal_config.model.max_len))
     return agent_eval.report(
-        nnx.split(agent_model), tok, training_families(config), list(config.agent.held_out_families),
+        nnx.split(agent_model), tok, *eval_families(config),
         tasks_per_split=int(config.agent.eval_tasks), samples=int(config.agent.eval_samples),
         ks=tuple(int(k) for k in config.agent.eval_ks), config=agent_eval.rollout_config_of(config, cache_len),
         key=jax.random.key(int(config.train.seed)), backend=config.agent.backend, workers=int(config.agent.workers),
@@ -297,10 +315,19 @@ def agent_train(config, workdir) -> dict:
     config = with_agent_defaults(config)
     workdir.mkdir(parents=True, exist_ok=True)
     regime = config.agent.regime
+    if regime == "EXPERT":
+        result = {"regime": regime, "final": None}
+        if int(config.agent.eval_tasks) > 0:
+            result["eval"] = agent_eval.ceiling_report(*eval_families(config), tasks_per_split=int(config.agent.eval_tasks),
+                                                       backend=config.agent.backend, workers=int(config.agent.workers))
+        (workdir / "metrics.json").write_text(json.dumps(result, sort_keys=True) + "\n")
+        return result
     (workdir / "agent").mkdir(exist_ok=True)
     log = metrics_log.MetricsLog(workdir / "agent", int(config.train.steps), 0, progress=False)
     try:
-        if regime in ("A", "B"):
+        if regime == "UNTRAINED":
+            final = untrained(config, workdir)
+        elif regime in ("A", "B"):
             final = sft(config, workdir, "agent" if regime == "A" else "full", int(config.train.steps))
         elif regime == "C":
             final = regime_c(config, workdir, log)
