@@ -185,6 +185,13 @@ def test_local_grid_runs_records_reports_failures_and_resumes(tiny, capsys):
     assert [(root / n / "runs.txt").read_text().count("run") for n in NAMES] == [1, 1, 3]
     assert hparams_of(root / NAMES[2] / "hparams")[0] == {"model.d_model": 16.0, "train.seed": 1.0, "train.fail": True}
     assert (root / NAMES[2] / "log.txt").read_text().count("=== attempt") == 3
+    # The results table groups the trials over seeds (here one each) with the summary metrics.
+    table = json.loads((root / "results.json").read_text())
+    assert table["metrics"] == ["loss", "eval/acc"]
+    assert [(g["label"], g["finished"], g["loss"]["mean"], g["eval/acc"]["mean"]) for g in table["groups"]] == [
+        ("d_model=8", 1, 0.125, 0.5), ("d_model=16", 1, 0.0625, 0.5), ("d_model=16, fail=True", 1, 0.0625, 1.5)]
+    assert (root / "results.md").read_text().startswith("| group | finished | loss | eval/acc |")
+    assert (root / "results.png").exists()
 
 
 def test_a_retry_skips_the_steps_that_succeeded(tiny, capsys):
@@ -336,7 +343,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name, variant, program, count", [
     ("terminal_scaling", "cpu", "train", 4), ("terminal_scaling", "tpu", "train", 15),
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
-    ("three_way_ablation", "cpu", "agent train", 12), ("three_way_ablation", "tpu", "agent train", 72),
+    ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -344,8 +351,8 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
     assert experiment.program == program and len(experiment.trials) == count
     if name == "three_way_ablation":
         regimes = {t.overrides["agent.regime"] for t in experiment.trials}
-        seeds = {t.overrides["train.seed"] for t in experiment.trials}
-        assert regimes == {"A", "B", "C", "RL"} and len(seeds) >= 3
+        seeds = {t.overrides.get("train.seed") for t in experiment.trials if t.overrides["agent.regime"] != "EXPERT"}
+        assert regimes == {"UNTRAINED", "A", "B", "C", "RL", "EXPERT"} and len(seeds) >= 3
         assert any("data.lambda_obs" in t.overrides for t in experiment.trials)
         assert any("agent.lambda_env" in t.overrides for t in experiment.trials)
     if name == "exposure_bias":
@@ -360,8 +367,8 @@ def test_real_experiment_dry_runs(monkeypatch, capsys):
     assert out.splitlines()[0] == (
         "gcloud compute tpus tpu-vm ssh v --worker=all '--command=cd twjax && .venv/bin/twjax agent train "
         "--config experiments/three_way_ablation.py:cpu --workdir "
-        "gs://b/s/three_way_ablation-cpu/regime=A,train=n24_train,seed=0 "
-        "--config.agent.regime=A '\"'\"'--config.data.train=data/ablation/n24/train-*.jsonl'\"'\"' "
+        "gs://b/s/three_way_ablation-cpu/regime=UNTRAINED,train=n96_train,seed=0 "
+        "--config.agent.regime=UNTRAINED '\"'\"'--config.data.train=data/ablation/n96/train-*.jsonl'\"'\"' "
         "--config.train.seed=0' --zone=z")
     code, out = sweep_cli(capsys, "experiments/exposure_bias.py:cpu", "--exproot", "/r", "--dry-run")
     lines = out.splitlines()

@@ -6,6 +6,7 @@ Layout (EXPROOT/EXPERIMENT is also the experiment's TensorBoard logdir):
     EXPROOT/EXPERIMENT/TRIAL/trial.json    the launch record; status "ok" means a re-run skips the trial
     EXPROOT/EXPERIMENT/TRIAL/log.txt       stdout and stderr of every attempt
     EXPROOT/EXPERIMENT/TRIAL/hparams/      the trial's row of the hparams table
+    EXPROOT/EXPERIMENT/results.{md,json,png}  trials grouped over seeds: mean and CI (results.py)
 The Runner is shared with the TPU VM launcher, whose steps are gcloud commands run from here.
 A failed trial is reported and recorded; the rest of the grid goes on.
 """
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 
-from twjax.launch import hparams
+from twjax.launch import hparams, results
 
 RECORD = "trial.json"
 LOG = "log.txt"
@@ -121,6 +122,8 @@ class Runner:
             future.result()  # a bug in the launcher itself is raised, not swallowed
         records = write_summary(self.experiment, self.records_dir)
         self.say(format_summary(records, self.records_dir, self.experiment.summary_metrics))
+        results.write(records, self.records_dir, self.experiment.summary_metrics)
+        self.say(f"results: {self.records_dir / results.MARKDOWN} (and .json, .png)")
         if interrupted:
             return 130
         return 0 if all(r["status"] == "ok" for r in records) else 1
