@@ -7,11 +7,16 @@
       kept when the task's verifier passes, then masked SFT             agent.terminal)
   RL  GRPO in the learned terminal + lambda * L_env (next-token CE on  (agent.regime "RL",
       the terminal's tokens)                                            agent.lambda_env)
-x 3 seeds x training-set sizes. Every trial is `twjax agent train` (the same number of optimizer
-updates in every regime); the outcome is its pass rate on held-out tasks in real sandboxes
-(W/metrics.json, in the hparams table). Set agent.terminal to the workdir of a trained learned
-terminal (e.g. the best point of terminal_scaling) sharing data/ablation/tokenizer.model.
-Data: `twjax collect --config configs/data/small.py --config.episodes.train=N --out data/ablation/nN`.
+x 3 seeds x training-set sizes, beside the floor (UNTRAINED: the same architecture, no updates, per
+seed) and the ceiling (EXPERT: the tasks' expert solutions). Every trial is `twjax agent train`
+(the same number of optimizer updates in every regime); the outcome is its pass rate on held-out
+tasks in real sandboxes (W/metrics.json, the hparams table, and the sweep's results.md / .json /
+.png: mean and 95% CI over seeds).
+cpu: `bash tools/ablation_cpu.sh` makes the data, the tokenizer and the learned terminal
+(runs/ablation/terminal), then runs this grid (about an hour on 2 cores).
+tpu: set agent.terminal to the workdir of a trained learned terminal (e.g. the best point of
+terminal_scaling) sharing data/ablation/tokenizer.model; data:
+`twjax collect --config configs/data/small.py --config.episodes.train=N --out data/ablation/nN`.
 """
 import pathlib
 
@@ -20,7 +25,7 @@ from twjax import configlib
 BASE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "agent.py"
 DATA = "data/ablation"
 SEEDS = [0, 1, 2]
-EPISODES_PER_FAMILY = {"cpu": [24], "tpu": [250, 1000, 4000]}
+EPISODES_PER_FAMILY = {"cpu": [96], "tpu": [250, 1000, 4000]}
 LAMBDA_OBS = {"cpu": [0.5], "tpu": [0.1, 0.3, 1.0]}
 LAMBDA_ENV = {"cpu": [0.1], "tpu": [0.0, 0.1, 1.0]}
 
@@ -57,6 +62,8 @@ def get_sweep(arg=None):
     name = variant(arg)
     points = []
     for seed in SEEDS:
+        points.append({"agent.regime": "UNTRAINED", "data.train": f"{DATA}/n{EPISODES_PER_FAMILY[name][-1]}/train-*.jsonl",
+                       "train.seed": seed})
         for n in EPISODES_PER_FAMILY[name]:
             common = {"data.train": f"{DATA}/n{n}/train-*.jsonl", "train.seed": seed}
             points.append({"agent.regime": "A", **common})
@@ -65,4 +72,6 @@ def get_sweep(arg=None):
             points.append({"agent.regime": "C", **common})
             for lambda_env in LAMBDA_ENV[name]:
                 points.append({"agent.regime": "RL", "agent.lambda_env": lambda_env, **common})
+    # The expert's pass rate depends on neither seed nor data: one trial.
+    points.append({"agent.regime": "EXPERT", "data.train": f"{DATA}/n{EPISODES_PER_FAMILY[name][-1]}/train-*.jsonl"})
     return points
