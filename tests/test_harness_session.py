@@ -199,6 +199,20 @@ def test_open_with_env_files_and_workdir(backend):
         assert fresh.run('echo "$TASK_NAME"').output == "demo\n"   # env survives a shell restart
 
 
+def test_a_session_outlives_the_thread_that_opened_it(backend):
+    """Sessions opened by a worker pool that has since shut down (grounded rollouts do this) stay
+    usable: bwrap's --die-with-parent follows the spawning thread, so bwrap is spawned from one
+    thread that lives as long as the process."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        sessions = list(pool.map(lambda _: open_session(backend=backend, workdir="/root"), range(2)))
+    try:
+        assert [s.run("echo alive").output for s in sessions] == ["alive\n", "alive\n"]
+    finally:
+        for session in sessions:
+            session.close()
+
+
 def test_bwrap_rlimit_fallback_without_cgroups(monkeypatch):
     require_backend("bwrap")
     monkeypatch.setattr(bwrap_backend, "_cgroups_writable", lambda: False)

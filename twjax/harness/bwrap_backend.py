@@ -11,11 +11,13 @@ cgroup (twjax-s<pid>-<random>) in pids (pids.max), memory (memory.limit_in_bytes
 they are not, RLIMIT_AS bounds memory and RLIMIT_NPROC bounds processes; note RLIMIT_NPROC does not
 bind root, so without cgroups there is no process limit. The disk limit is the tmpfs size.
 """
+import concurrent.futures
 import os
 import pathlib
 import select
 import shutil
 import subprocess
+import threading
 import time
 
 from twjax.harness import image
@@ -105,6 +107,22 @@ def remove_cgroup(path: pathlib.Path, wait_s: float = 2.0) -> bool:
 def leftover_cgroups() -> list[pathlib.Path]:
     return [p for c in CGROUP_CONTROLLERS for p in (CGROUP_ROOT / c).glob(CGROUP_PREFIX + "s*") if p.is_dir()]
 
+_spawner_lock = threading.Lock()
+_spawner: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+
+
+def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Popen from one thread that lives as long as the process. --die-with-parent is
+    PR_SET_PDEATHSIG, which fires when the *thread* that started bwrap exits, not the process: a
+    sandbox opened in a worker thread that then ended (a ThreadPoolExecutor shut down after the
+    sessions were opened) was killed with it, and every later command failed."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner[0] != os.getpid():  # a forked child has no such thread
+            _spawner = (os.getpid(), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="twjax-bwrap"))
+        executor = _spawner[1]
+    return executor.submit(subprocess.Popen, argv, **kwargs).result()
+
 
 class BwrapSandbox:
     backend = "bwrap"
@@ -133,8 +151,8 @@ class BwrapSandbox:
         joins = "".join(f'echo $$ > {p}/cgroup.procs || exit 97; ' for p in self.cgroups)
         rlimits = "" if self.cgroups else f"ulimit -v {limits.memory_mb << 10}; ulimit -u {limits.pids}; "
         wrapper = ["sh", "-c", joins + rlimits + 'exec "$@"', "twjax-bwrap"] + argv
-        self.proc = subprocess.Popen(wrapper, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, close_fds=True)
+        self.proc = spawn(wrapper, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=env, close_fds=True)
         self.channel = PipeChannel(self.proc)
 
     def root_pid(self) -> int:
