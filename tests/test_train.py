@@ -221,12 +221,13 @@ def test_init_from_starts_from_the_other_runs_weights(dataset, runs):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path):
+def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path, monkeypatch):
+    # A relative --workdir, as a user types it (orbax itself wants absolute paths).
     workdir = tmp_path / "w"
-    args = [sys.executable, "-m", "twjax.cli", "train", "--config", "configs/terminal.py:tiny",
-            "--workdir", str(workdir)] + [f"--config.{o}" for o in overrides(
+    args = [sys.executable, "-m", "twjax.cli", "train", "--config", f"{ROOT / 'configs/terminal.py'}:tiny",
+            "--workdir", "w"] + [f"--config.{o}" for o in overrides(
                 dataset, **{"train.steps": 6, "train.log_every": 2, "train.eval_every": 3, "train.ckpt_every": 4})]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "valid unigram baseline" in done.stdout.splitlines()[-1]
     assert (workdir / "config.json").exists() and (workdir / "tokenizer.model").exists()
@@ -235,7 +236,8 @@ def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path):
     for tag in ("train/loss", "train/loss_terminal", "train/loss_agent", "train/grad_norm", "train/learning_rate",
                 "perf/tokens_per_second", "perf/mfu", "eval/loss", "eval/loss_terminal", "eval/unigram_baseline"):
         assert tag in tags, (tag, sorted(tags))
-    config, tok, model = checkpoint_io.load_for_inference(workdir)
+    monkeypatch.chdir(tmp_path)
+    config, tok, model = checkpoint_io.load_for_inference("w")
     assert config.model.vocab_size >= tok.vocab_size and config.model.vocab_size % 128 == 0
     ids, _ = tok.encode_episode(synthetic_episodes(1, 5)[0], max_len=32)
     logits = model(jnp.asarray(ids)[None])

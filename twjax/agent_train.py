@@ -229,7 +229,7 @@ def save_params(workdir: pathlib.Path, config, params, step: int) -> None:
     """A checkpoint load_for_inference reads (parameters only; an RL run restarts its optimizer)."""
     checkpoint_io.write_run_files(workdir, config)
     checkpoint_io.configure_array_handler()
-    manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=(checkpoint_io.STATE, checkpoint_io.META),
+    manager = ocp.CheckpointManager(checkpoint_io.checkpoints_dir(workdir), item_names=(checkpoint_io.STATE, checkpoint_io.META),
                                     options=ocp.CheckpointManagerOptions(create=True))
     try:
         manager.save(step, force=True, args=ocp.args.Composite(**{

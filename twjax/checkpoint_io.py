@@ -85,11 +85,16 @@ def configure_array_handler() -> None:
         _array_handler_configured = True
 
 
+def checkpoints_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+    """Absolute: orbax rejects a relative checkpoint path when it writes (a relative --workdir)."""
+    return pathlib.Path(workdir).absolute() / "checkpoints"
+
+
 def make_manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
     configure_array_handler()
     # A save cut short by a hard kill leaves a temporary directory that is never a valid step: clean it.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(workdir / "checkpoints", item_names=(STATE, DATA, META), options=options)
+    return ocp.CheckpointManager(checkpoints_dir(workdir), item_names=(STATE, DATA, META), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict) -> None:
@@ -114,7 +119,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
 
 def state_directory(path: str | pathlib.Path, step: int | None = None) -> pathlib.Path:
     """The orbax `state` directory of a workdir, its checkpoints/ directory, or one step directory."""
-    path = pathlib.Path(path)
+    path = pathlib.Path(path).absolute()
     if (path / STATE).is_dir():
         return path / STATE
     checkpoints = path / "checkpoints" if (path / "checkpoints").is_dir() else path
