@@ -175,6 +175,3 @@ def test_references_are_regimes_the_grid_can_hold(tmp_path):
     assert result["eval"]["real/in_distribution"]["all"] == {"tasks": 3, "pass@1": 1.0, "pass@1_low": 1.0,
                                                              "pass@1_high": 1.0}
     assert result["eval"]["real/held_out_families"]["text_grep"]["tasks"] == 3
-
-    with pytest.raises(ValueError, match="UNTRAINED, EXPERT"):
-        agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", ["agent.regime=D"]))
