@@ -367,8 +367,8 @@ def test_real_experiment_dry_runs(monkeypatch, capsys):
     assert out.splitlines()[0] == (
         "gcloud compute tpus tpu-vm ssh v --worker=all '--command=cd twjax && .venv/bin/twjax agent train "
         "--config experiments/three_way_ablation.py:cpu --workdir "
-        "gs://b/s/three_way_ablation-cpu/regime=UNTRAINED,train=n96_train,seed=0 "
-        "--config.agent.regime=UNTRAINED '\"'\"'--config.data.train=data/ablation/n96/train-*.jsonl'\"'\"' "
+        "gs://b/s/three_way_ablation-cpu/regime=UNTRAINED,train=n384_train,seed=0 "
+        "--config.agent.regime=UNTRAINED '\"'\"'--config.data.train=data/ablation/n384/train-*.jsonl'\"'\"' "
         "--config.train.seed=0' --zone=z")
     code, out = sweep_cli(capsys, "experiments/exposure_bias.py:cpu", "--exproot", "/r", "--dry-run")
     lines = out.splitlines()

@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# The CPU three-way ablation end to end (about an hour on 2 cores): real transcripts, the tokenizer,
-# the learned terminal the C and RL agents train in, then the grid and its results table.
-#   bash tools/ablation_cpu.sh          re-running skips what is done and resumes the rest
+# The CPU three-way ablation end to end on 2 cores: real transcripts (~20 min), the tokenizer and
+# the learned terminal the C and RL agents train in (~12 min), then the grid and its results table
+# (runs/sweeps/three_way_ablation-cpu/results.md). Re-running skips what is done and resumes the rest.
+#   bash tools/ablation_cpu.sh
 # Paths are the ones experiments/three_way_ablation.py:cpu reads (relative to the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
 data=data/ablation
-train_glob="$data/n96/train-*.jsonl"
 
-if [ ! -e "$data/n96/stats.json" ]; then
-  "${twjax[@]}" collect --config configs/data/tiny.py --config.episodes.train=96 --out "$data/n96"
-fi
+# 96 episodes per family for the tokenizer and the learned terminal; 384 (other seeds) for the agents.
+collect() {  # episodes-per-family seed
+  if [ ! -e "$data/n$1/stats.json" ]; then
+    "${twjax[@]}" collect --config configs/data/tiny.py "--config.episodes.train=$1" "--config.seed=$2" --out "$data/n$1"
+  fi
+}
+collect 96 0
+collect 384 7
 if [ ! -e "$data/tokenizer.model" ]; then
-  "${twjax[@]}" tokenizer train --episodes "$train_glob" --out "$data/tokenizer.model" --vocab-size 2048
+  "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$data/tokenizer.model" --vocab-size 2048
 fi
-# The learned terminal: the tiny preset, 600 steps on these transcripts (a run stopped midway resumes).
+# The learned terminal: the tiny preset (4.1M parameters), 600 steps (a run stopped midway resumes).
 "${twjax[@]}" train --config configs/terminal.py:tiny --workdir runs/ablation/terminal \
-  "--config.data.train=$train_glob" "--config.data.valid=$data/n96/valid-*.jsonl" \
+  "--config.data.train=$data/n96/train-*.jsonl" "--config.data.valid=$data/n96/valid-*.jsonl" \
   "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=600
 "${twjax[@]}" sweep experiments/three_way_ablation.py:cpu --launcher local --exproot runs/sweeps

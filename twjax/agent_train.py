@@ -314,6 +314,8 @@ def agent_train(config, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     config = with_agent_defaults(config)
     workdir.mkdir(parents=True, exist_ok=True)
+    # Every phase shares the persistent cache, so the rollout and eval programs compile once per grid.
+    train.enable_compilation_cache(config.train.compilation_cache)
     regime = config.agent.regime
     if regime == "EXPERT":
         result = {"regime": regime, "final": None}

@@ -370,7 +370,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         if stopped_by is None and step == total_steps:
             if eval_loss is None:  # a rerun of a finished workdir still reports its numbers
                 eval_loss = evaluate(step)
-            log.line(f"done: step {step}, train loss {losses.get(step, float('nan')):.4f}, "
+            train_loss = f"train loss {losses[step]:.4f}, " if step in losses else "already trained, "
+            log.line(f"done: step {step}, {train_loss}"
                      f"valid loss {eval_loss:.4f}, valid unigram baseline {baseline:.4f} nats")
     return Result(start_step, step, losses, eval_loss, baseline, stopped_by)
 
