@@ -224,3 +224,18 @@ def test_bench_prints_one_json_line(setup, capsys):
 def test_a_directory_means_its_jsonl_files(setup):
     root, _, _ = setup
     assert episode_lib.expand_globs(str(root)) == sorted(str(p) for p in root.glob("*.jsonl"))
+
+
+def test_globs_split_on_commas_but_paths_may_hold_them(tmp_path):
+    """Sweep trial directories are named like 'regime=C,train=n96,seed=1': agent train lists
+    files under them next to the training glob, comma-separated."""
+    trial = tmp_path / "regime=C,seed=1"
+    trial.mkdir()
+    for path in (tmp_path / "a-0.jsonl", tmp_path / "a-1.jsonl", trial / "round-1.jsonl"):
+        path.write_text("")
+    spec = f"{tmp_path}/a-*.jsonl,{trial}/round-1.jsonl,"
+    assert episode_lib.expand_globs(spec) == sorted([str(tmp_path / "a-0.jsonl"), str(tmp_path / "a-1.jsonl"),
+                                                     str(trial / "round-1.jsonl")])
+    assert episode_lib.expand_globs(str(trial)) == [str(trial / "round-1.jsonl")]
+    with pytest.raises(FileNotFoundError, match="round-2"):
+        episode_lib.expand_globs(f"{tmp_path}/a-*.jsonl,{trial}/round-2.jsonl")

@@ -147,19 +147,30 @@ def repair_tail(path: str | os.PathLike) -> int:
     return len(data) - keep
 
 
+def _matches(pattern: str) -> list[str]:
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "*.jsonl")
+    return sorted(glob.glob(pattern, recursive=True))
+
+
 def expand_globs(patterns: str | Sequence[str]) -> list[str]:
     """Sorted files matching comma-separated glob patterns (a directory means its *.jsonl);
-    raises if a pattern matches none."""
+    raises if a pattern matches none. A path may itself hold commas (the sweep's trial directories
+    do): of the ways to rejoin the comma-split pieces, the longest that matches wins."""
     if isinstance(patterns, str):
         patterns = [patterns]
     paths = []
-    for pattern in (p.strip() for group in patterns for p in group.split(",")):
-        if not pattern:
-            continue
-        if os.path.isdir(pattern):
-            pattern = os.path.join(pattern, "*.jsonl")
-        matched = sorted(glob.glob(pattern, recursive=True))
-        if not matched:
-            raise FileNotFoundError(f"no episode file matches {pattern!r}")
-        paths.extend(matched)
+    for group in patterns:
+        pieces = group.split(",")
+        start = 0
+        while start < len(pieces):
+            for stop in range(len(pieces), start, -1):
+                pattern = ",".join(pieces[start:stop]).strip()
+                matched = _matches(pattern) if pattern else []
+                if matched or not pattern:
+                    break
+            else:
+                raise FileNotFoundError(f"no episode file matches {','.join(pieces[start:]).strip()!r}")
+            paths.extend(matched)
+            start = stop
     return sorted(set(paths))
