@@ -42,8 +42,9 @@ def get_config(arg=None):
     name = variant(arg)
     config = configlib.load(f"{BASE}:{'tiny' if name == 'cpu' else 'base100m'}")
     config.program = "agent train"
-    config.summary_metrics = ("eval/real/in_distribution/all/pass@1", "eval/real/held_out_families/all/pass@1",
-                              "eval/sim_to_real_gap/held_out_families")
+    config.summary_metrics = ("eval/real/in_distribution/all/pass@1", "eval/real/in_distribution/all/pass@2",
+                              "eval/real/held_out_families/all/pass@1", "eval/learned/in_distribution/all/pass@1",
+                              "eval/sim_to_real_gap/in_distribution")
     config.model.vocab_size = 0
     largest = EPISODES_PER_FAMILY[name][-1]
     config.data.train = f"{DATA}/n{largest}/train-*.jsonl"
