@@ -42,8 +42,9 @@ def group_key(overrides: dict) -> str:
 
 
 def varying_keys(records: list[dict]) -> list[str]:
-    """The non-seed override keys whose value is not the same in every trial (what the labels show)."""
-    keys = sorted({k for r in records for k in r["overrides"] if not is_seed(k)})
+    """The non-seed override keys whose value is not the same in every trial (what the labels show),
+    in the order the grid first names them."""
+    keys = list(dict.fromkeys(k for r in records for k in r["overrides"] if not is_seed(k)))
     missing = object()
     return [k for k in keys if len({json.dumps(r["overrides"].get(k, missing), default=str) for r in records}) > 1]
 
@@ -104,7 +105,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {group['label']} | {group['finished']}/{group['trials']} | "
                      + " | ".join(cell(group[c]) for c in columns) + " |")
     lines.append("")
-    lines.append("Mean over seeds, [95% CI] Student's t over the seeds; — : no finished trial.")
+    lines.append("Mean over seeds, [95% CI] Student's t over the seeds; —: no value (no finished trial, or the "
+                 "metric does not apply).")
     return "\n".join(lines) + "\n"
 
 
