@@ -39,9 +39,7 @@ class Step:
 
 
 def write_json_atomic(path: pathlib.Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    results.write_text_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
 def read_record(trial_dir: pathlib.Path) -> dict | None:
@@ -252,9 +250,7 @@ def write_summary(experiment, records_dir: pathlib.Path) -> list[dict]:
                                                            "status": "pending"}
         records.append(record)
     records_dir.mkdir(parents=True, exist_ok=True)
-    tmp = records_dir / (SUMMARY + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, records_dir / SUMMARY)
+    results.write_text_atomic(records_dir / SUMMARY, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 

@@ -55,9 +55,9 @@ def label(overrides: dict, keys: list[str]) -> str:
 
 
 def metric_columns(records: list[dict], summary_metrics: tuple[str, ...]) -> list[str]:
-    finished = [hparams.numeric(r.get("metrics", {})) for r in records if r["status"] == "ok"]
     if summary_metrics:
         return list(summary_metrics)
+    finished = [hparams.numeric(r.get("metrics", {})) for r in records if r["status"] == "ok"]
     return sorted(set.intersection(*(set(m) for m in finished))) if finished else []
 
 
@@ -135,13 +135,18 @@ def plot(result: dict, path: pathlib.Path) -> None:
     plt.close(figure)
 
 
+def write_text_atomic(path: pathlib.Path, text: str) -> None:
+    """A reader (or a crash) never sees the file half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write(records: list[dict], records_dir: pathlib.Path, summary_metrics: tuple[str, ...] = ()) -> dict:
     """Writes results.{json,md,png} into records_dir (the plot only once a trial has finished)."""
     result = table(records, summary_metrics)
-    for name, text in ((JSON, json.dumps(result, indent=1) + "\n"), (MARKDOWN, markdown(result))):
-        tmp = records_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, records_dir / name)
+    write_text_atomic(records_dir / JSON, json.dumps(result, indent=1) + "\n")
+    write_text_atomic(records_dir / MARKDOWN, markdown(result))
     if result["metrics"] and any(g["finished"] for g in result["groups"]):
         plot(result, records_dir / PLOT)
     return result
