@@ -30,6 +30,10 @@ LAMBDA_OBS = {"cpu": [0.5], "tpu": [0.1, 0.3, 1.0]}
 LAMBDA_ENV = {"cpu": [0.1], "tpu": [0.0, 0.1, 1.0]}
 
 
+def train_glob(n: int) -> str:
+    return f"{DATA}/n{n}/train-*.jsonl"
+
+
 def variant(arg):
     name = arg or "tpu"
     if name not in EPISODES_PER_FAMILY:
@@ -47,7 +51,7 @@ def get_config(arg=None):
                               "eval/sim_to_real_gap/in_distribution")
     config.model.vocab_size = 0
     largest = EPISODES_PER_FAMILY[name][-1]
-    config.data.train = f"{DATA}/n{largest}/train-*.jsonl"
+    config.data.train = train_glob(largest)
     config.data.valid = f"{DATA}/n{largest}/valid-*.jsonl"
     config.data.tokenizer = f"{DATA}/tokenizer.model"  # the learned terminal's: C and RL need the same one
     if name == "cpu":
@@ -69,12 +73,12 @@ def get_config(arg=None):
 def get_sweep(arg=None):
     """agent train maps A to data.regime "agent" and B to "full" itself; lambda_obs only matters in B."""
     name = variant(arg)
+    largest = EPISODES_PER_FAMILY[name][-1]
     points = []
     for seed in SEEDS:
-        points.append({"agent.regime": "UNTRAINED", "data.train": f"{DATA}/n{EPISODES_PER_FAMILY[name][-1]}/train-*.jsonl",
-                       "train.seed": seed})
+        points.append({"agent.regime": "UNTRAINED", "data.train": train_glob(largest), "train.seed": seed})
         for n in EPISODES_PER_FAMILY[name]:
-            common = {"data.train": f"{DATA}/n{n}/train-*.jsonl", "train.seed": seed}
+            common = {"data.train": train_glob(n), "train.seed": seed}
             points.append({"agent.regime": "A", **common})
             for lambda_obs in LAMBDA_OBS[name]:
                 points.append({"agent.regime": "B", "data.lambda_obs": lambda_obs, **common})
@@ -82,5 +86,5 @@ def get_sweep(arg=None):
             for lambda_env in LAMBDA_ENV[name]:
                 points.append({"agent.regime": "RL", "agent.lambda_env": lambda_env, **common})
     # The expert's pass rate depends on neither seed nor data: one trial.
-    points.append({"agent.regime": "EXPERT", "data.train": f"{DATA}/n{EPISODES_PER_FAMILY[name][-1]}/train-*.jsonl"})
+    points.append({"agent.regime": "EXPERT", "data.train": train_glob(largest)})
     return points

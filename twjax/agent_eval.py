@@ -74,6 +74,10 @@ def eval_tasks(families: list[str], count: int, seed: int = 0, difficulty: int =
             for i in range(count)]
 
 
+def eval_splits(in_families: list[str], held_out_families: list[str]) -> dict[str, list[str]]:
+    return {"in_distribution": in_families, "held_out_families": held_out_families}
+
+
 def repeated(tasks, samples: int):
     return [task for task in tasks for _ in range(samples)]
 
@@ -136,7 +140,7 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
            terminal=None, seed: int = 0) -> dict:
     """The agent's pass rates in real sandboxes (and in the learned terminal, given one), split
     into in-distribution and held-out families."""
-    splits = {"in_distribution": in_families, "held_out_families": held_out_families}
+    splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
         if not families:
@@ -153,7 +157,7 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
 def ceiling_report(in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, backend: str,
                    workers: int, seed: int = 0) -> dict:
     """The expert solutions on the tasks `report` draws, run for real: the pass rate a perfect agent reaches."""
-    splits = {"in_distribution": in_families, "held_out_families": held_out_families}
+    splits = eval_splits(in_families, held_out_families)
     return {f"real/{split}": summarize(expert_results(eval_tasks(families, tasks_per_split, seed), backend, workers),
                                        (1,))
             for split, families in splits.items() if families}

@@ -229,7 +229,8 @@ def save_params(workdir: pathlib.Path, config, params, step: int) -> None:
     """A checkpoint load_for_inference reads (parameters only; an RL run restarts its optimizer)."""
     checkpoint_io.write_run_files(workdir, config)
     checkpoint_io.configure_array_handler()
-    manager = ocp.CheckpointManager(checkpoint_io.checkpoints_dir(workdir), item_names=(checkpoint_io.STATE, checkpoint_io.META),
+    manager = ocp.CheckpointManager(checkpoint_io.checkpoints_dir(workdir),
+                                    item_names=(checkpoint_io.STATE, checkpoint_io.META),
                                     options=ocp.CheckpointManagerOptions(create=True))
     try:
         manager.save(step, force=True, args=ocp.args.Composite(**{
@@ -310,20 +311,7 @@ def evaluate(config, agent_dir) -> dict:
         terminal=terminal)
 
 
-def agent_train(config, workdir) -> dict:
-    workdir = pathlib.Path(workdir)
-    config = with_agent_defaults(config)
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Every phase shares the persistent cache, so the rollout and eval programs compile once per grid.
-    train.enable_compilation_cache(config.train.compilation_cache)
-    regime = config.agent.regime
-    if regime == "EXPERT":
-        result = {"regime": regime, "final": None}
-        if int(config.agent.eval_tasks) > 0:
-            result["eval"] = agent_eval.ceiling_report(*eval_families(config), tasks_per_split=int(config.agent.eval_tasks),
-                                                       backend=config.agent.backend, workers=int(config.agent.workers))
-        (workdir / "metrics.json").write_text(json.dumps(result, sort_keys=True) + "\n")
-        return result
+def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:
     (workdir / "agent").mkdir(exist_ok=True)
     log = metrics_log.MetricsLog(workdir / "agent", int(config.train.steps), 0, progress=False)
     try:
@@ -341,6 +329,24 @@ def agent_train(config, workdir) -> dict:
             result["eval"] = evaluate(config, final)
     finally:
         log.close()
+    return result
+
+
+def agent_train(config, workdir) -> dict:
+    workdir = pathlib.Path(workdir)
+    config = with_agent_defaults(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Every phase shares the persistent cache, so the rollout and eval programs compile once per grid.
+    train.enable_compilation_cache(config.train.compilation_cache)
+    regime = config.agent.regime
+    if regime == "EXPERT":  # no agent to train: the eval tasks' expert solutions are judged
+        result = {"regime": regime, "final": None}
+        if int(config.agent.eval_tasks) > 0:
+            result["eval"] = agent_eval.ceiling_report(
+                *eval_families(config), tasks_per_split=int(config.agent.eval_tasks), backend=config.agent.backend,
+                workers=int(config.agent.workers))
+    else:
+        result = train_and_judge(config, workdir, regime)
     (workdir / "metrics.json").write_text(json.dumps(result, sort_keys=True) + "\n")
     return result
 
