@@ -359,10 +359,12 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert experiment.after and experiment.after[0].startswith("evaluate --workdir {workdir}")
 
 
-def test_real_experiment_dry_runs(monkeypatch, capsys):
+def test_real_experiment_dry_runs(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(REPO)
+    # Launch records go to tmp_path: a grid already run in this checkout (runs/sweeps) would be skipped.
     code, out = sweep_cli(capsys, "experiments/three_way_ablation.py:cpu", "--launcher", "tpu-vm", "--tpu", "v",
-                          "--zone", "z", "--skip-setup", "--remote-exproot", "gs://b/s", "--dry-run")
+                          "--zone", "z", "--skip-setup", "--exproot", str(tmp_path), "--remote-exproot", "gs://b/s",
+                          "--dry-run")
     assert code == 0
     assert out.splitlines()[0] == (
         "gcloud compute tpus tpu-vm ssh v --worker=all '--command=cd twjax && .venv/bin/twjax agent train "
