@@ -17,6 +17,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     preset = arg or "tiny"
     config = configlib.load(f"{BASE}:{preset}")
     config.data.regime = "agent"
+    # The verifier probes are the learned terminal's lesson (its learned reward), never an agent's
+    # move; injected mistakes stay in the context the agent learns to recover from, unimitated.
+    config.data.drop_labels = ("verify",)
+    config.data.unimitated_labels = ("error",)
     config.agent = ml_collections.ConfigDict(dict(agent_train.AGENT_DEFAULTS))
     if preset == "tiny":
         # Sized for the 2-core CPU host: minutes per regime.

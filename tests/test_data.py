@@ -77,6 +77,33 @@ def test_masks_select_the_tokens_of_each_regime_by_hand(setup):
         data.regime_weights(np.zeros(3, np.int32), "everything")
 
 
+def test_dropped_and_unimitated_turns_by_hand(setup):
+    """Agent data: the verifier probe leaves the transcript; an injected mistake stays as context (its
+    output still trains the terminal side in B) but its command weighs 0; the recovery is imitated."""
+    root, _, tok = setup
+    error, recovery = Turn("cat nope", "cat: nope: No such file\n", 1, "/", label="error"), Turn("ls", "a\n", 0, "/", label="recovery")
+    probe = Turn("cd /x || exit 1\nexit 0\n", "", 0, "/", label="verify")
+    ep = Episode("e", "go", [error, recovery, probe])
+    without_probe = Episode("e", "go", [error, recovery])
+    for regime, lambda_obs in (("agent", 1.0), ("full", 0.5)):
+        encode = data.EncodeEpisode(str(root / "tok.model"), SEQ_LEN, regime, lambda_obs, ("verify",), ("error",))
+        [example] = encode.map(ep)
+        [plain] = data.EncodeEpisode(str(root / "tok.model"), SEQ_LEN, regime, lambda_obs).map(without_probe)
+        assert example["inputs"].tolist() == plain["inputs"].tolist(), "the probe is gone"
+        n_task = len(tok.encode_task("go"))
+        n_error_cmd = len(tok.encode_command(error.command))
+        # targets are shifted by one: target i is token i + 1
+        error_cmd = slice(n_task - 1, n_task - 1 + n_error_cmd)
+        assert not example["weights"][error_cmd].any(), regime
+        np.testing.assert_array_equal(plain["weights"][error_cmd], 1.0)
+        rest = np.ones(len(plain["weights"]), bool)
+        rest[error_cmd] = False
+        np.testing.assert_array_equal(example["weights"][rest], plain["weights"][rest])
+        assert (example["weights"][rest] > 0).sum() == (plain["weights"][rest] > 0).sum() > 0
+    [terminal] = data.EncodeEpisode(str(root / "tok.model"), SEQ_LEN, "terminal").map(ep)
+    assert "cd /x" in tok.decode(terminal["inputs"]), "the terminal's data keeps the probe"
+
+
 def check_packed_rows(batch, tok, allow_empty_rows=False):
     for row in range(batch["inputs"].shape[0]):
         seg, pos = batch["segment_ids"][row], batch["positions"][row]

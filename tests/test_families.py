@@ -69,8 +69,18 @@ def test_family_runs_for_real(family, open_session):
     assert result.ok, result.reason
     assert result.noop_failed and result.solution_passed
     episode = result.episode
-    assert [t.command for t in episode.turns] == list(task.solution)
-    assert {t.label for t in episode.turns} == {"expert"}
+    expert = [t for t in episode.turns if t.label == "expert"]
+    probes = [(i, t) for i, t in enumerate(episode.turns) if t.label == "verify"]
+    assert [t.command for t in expert] == list(task.solution)
+    assert len(episode.turns) == len(task.solution) + 2 and len(probes) == 2
+    # the midway probe sees an unfinished state (the untouched one at 0, where it must fail; later
+    # steps may already have done all the verifier checks); the last one sees the solved state
+    (mid_at, mid), (last_at, last) = probes
+    assert mid_at < last_at == len(episode.turns) - 1 and last.exit_code == 0
+    assert mid.exit_code != 0 or mid_at > 0
+    assert mid.command == last.command == task.verifier
+    # a probe runs in a subshell: the verifier's `cd` and `exit` leave the session where it was
+    assert mid.cwd == (episode.turns[mid_at - 1].cwd if mid_at else TASK_DIR)
     assert episode.extra["kind"] == "expert" and episode.extra["passed"] is True
     for key in ("family", "task_id", "params", "difficulty", "verifier"):
         assert key in episode.extra
@@ -117,7 +127,8 @@ def test_exploration_episode_walks_the_real_files(family, open_session):
     with open_session() as session:
         episode = episodes.exploration_episode(session, task, random.Random(5), steps=10)
     assert len(episode.turns) >= 10
-    assert {t.label for t in episode.turns} == {"exploration"}
+    assert {t.label for t in episode.turns[:-1]} == {"exploration"}
+    assert episode.turns[-1].label == "verify" and episode.turns[-1].exit_code != 0
     assert episode.extra["kind"] == "exploration" and episode.extra["passed"] is False
     assert episode.turns[-1].cwd == TASK_DIR
     assert sum(bool(t.output.strip()) for t in episode.turns) >= 3  # they looked at real things

@@ -89,7 +89,8 @@ def test_injected_episode_passes_and_is_labelled(family, open_session):
     assert episode.extra["kind"] == "injected"
     assert episode.extra["passed"] is True, [(t.label, t.command, t.exit_code, t.output) for t in episode.turns]
     labels = [t.label for t in episode.turns]
-    assert set(labels) <= set(LABELS) - {"setup", "verify"}
+    assert labels[-1] == "verify" and episode.turns[-1].exit_code == 0
+    assert set(labels[:-1]) <= set(LABELS) - {"setup", "verify"}
     injected = episode.extra["injected"]
     assert len(injected) == labels.count("error")
     for i, turn in enumerate(episode.turns):

@@ -123,12 +123,16 @@ def regime_weights(target_roles: np.ndarray, regime: str, lambda_obs: float = 1.
 
 @dataclasses.dataclass
 class EncodeEpisode(grain.transforms.Map):
-    """Episode -> list of examples (one per training window). The tokenizer loads lazily, once
-    per process, so the transform pickles cheaply."""
+    """Episode -> list of examples (one per training window). Turns labelled one of drop_labels
+    leave the transcript; the agent tokens of turns labelled one of unimitated_labels stay as
+    context but weigh 0 (Tokenizer.encode_windows). The tokenizer loads lazily, once per process,
+    so the transform pickles cheaply."""
     tokenizer_path: str
     seq_len: int
     regime: str
     lambda_obs: float = 1.0
+    drop_labels: tuple[str, ...] = ()
+    unimitated_labels: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.regime not in REGIMES:
@@ -145,8 +149,10 @@ class EncodeEpisode(grain.transforms.Map):
         return self._tokenizer
 
     def map(self, ep: episode_lib.Episode) -> list[dict[str, np.ndarray]]:
+        if self.drop_labels:
+            ep = dataclasses.replace(ep, turns=[t for t in ep.turns if t.label not in self.drop_labels])
         examples = []
-        for ids, roles, fresh in self.tokenizer.encode_windows(ep, self.seq_len + 1):
+        for ids, roles, fresh in self.tokenizer.encode_windows(ep, self.seq_len + 1, self.unimitated_labels):
             if len(ids) < 2:
                 continue
             weights = regime_weights(roles[1:], self.regime, self.lambda_obs) * fresh[1:]
@@ -203,6 +209,13 @@ def _field(config, name, default):
     return config.data[name] if name in config.data else default
 
 
+def make_encoder(config) -> EncodeEpisode:
+    """The config's EncodeEpisode. Optional config.data fields: drop_labels, unimitated_labels (())."""
+    data = config.data
+    return EncodeEpisode(data.tokenizer, data.seq_len, data.regime, float(data.lambda_obs),
+                         tuple(_field(config, "drop_labels", ())), tuple(_field(config, "unimitated_labels", ())))
+
+
 def make_train_iterator(config, shard: tuple[int, int] | None = None):
     """Endless, seeded iterator of this process's training batches (a grain DatasetIterator with
     get_state/set_state). `shard` = (process_index, process_count) overrides jax's. Optional
@@ -210,7 +223,7 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
-    encode = EncodeEpisode(data.tokenizer, data.seq_len, data.regime, float(data.lambda_obs))
+    encode = make_encoder(config)
     ds = _records(data.train, shard).shuffle(seed=data.seed).repeat(None).map(encode)
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))
@@ -245,7 +258,7 @@ def make_eval_batches(config, shard: tuple[int, int] | None = None,
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
-    encode = EncodeEpisode(data.tokenizer, data.seq_len, data.regime, float(data.lambda_obs))
+    encode = make_encoder(config)
     ds = _records(data.valid, shard).map(encode).to_iter_dataset(grain.ReadOptions(num_threads=0))
     ds = grain.experimental.FlatMapIterDataset(ds, _Unlist())
     ds = _packed(ds, data.seq_len, max(batch, int(_field(config, "packing_bins", 64))), 0, shuffle_bins=False)

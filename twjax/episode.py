@@ -11,8 +11,11 @@ import os
 import pathlib
 from typing import Any, Iterable, Iterator, Sequence
 
-# Turn labels used by task synthesis (TermiGen-style error injection).
+# Turn labels used by task synthesis (TermiGen-style error injection). A "verify" turn is the task's
+# verifier run as a side probe in a subshell (SIDE_PROBE_LABELS): it leaves the shell's cwd and
+# variables alone, and is replayed the same way (Session.run_script), never as a plain command.
 LABELS = ("expert", "error", "recovery", "exploration", "verify", "setup")
+SIDE_PROBE_LABELS = ("verify",)
 
 
 class EpisodeFormatError(ValueError):

@@ -28,7 +28,7 @@ def replay_for_real(episodes: list[Episode], tasks: list[Task], backend: str, wo
     def replay(session, index):
         task, learned = tasks[index], episodes[index]
         task_episodes.prepare(session, task)
-        turns = [session.run(turn.command, timeout=REPLAY_TIMEOUT_S) for turn in learned.turns]
+        turns = [session.replay(turn, timeout=REPLAY_TIMEOUT_S) for turn in learned.turns]
         reward = float(task_episodes.verify(session, task).exit_code == 0)
         return index, Episode(id=learned.id, task=learned.task, turns=turns,
                               extra={"terminal": "real_replay", "family": task.family, "task_id": task.id,

@@ -144,15 +144,22 @@ class Tokenizer:
                                 np.full(len(terminal), ROLE_TERMINAL)]).astype(np.int32)
         return ids, roles
 
-    def _turns(self, ep: episode_lib.Episode, max_len: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Encoded turns; with max_len, a command or output longer than 32 * max_len characters
-        is cut first (a piece spans at most 16 characters, so the cut turn still overflows
-        max_len and keeps its head): an output flood costs bounded time."""
-        if max_len is None:
-            return [self.encode_turn(t) for t in ep.turns]
-        cap = 32 * max_len
-        return [self.encode_turn(dataclasses.replace(t, command=t.command[:cap], output=t.output[:cap]))
-                for t in ep.turns]
+    def _turns(self, ep: episode_lib.Episode, max_len: int | None,
+               unimitated_labels: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Encoded turns (ids, roles, imitated); with max_len, a command or output longer than
+        32 * max_len characters is cut first (a piece spans at most 16 characters, so the cut turn
+        still overflows max_len and keeps its head): an output flood costs bounded time.
+        `imitated` is False on the agent tokens of turns labelled one of unimitated_labels."""
+        turns = ep.turns
+        if max_len is not None:
+            cap = 32 * max_len
+            turns = [dataclasses.replace(t, command=t.command[:cap], output=t.output[:cap]) for t in turns]
+        parts = []
+        for turn in turns:
+            ids, roles = self.encode_turn(turn)
+            imitated = (roles != ROLE_AGENT) | (turn.label not in unimitated_labels)
+            parts.append((ids, roles, imitated))
+        return parts
 
     def parse_terminal_span(self, ids: Sequence[int]) -> tuple[str, int | None, str | None]:
         """(output, exit_code, cwd) of a terminal span; a leading <out> is allowed and a missing
@@ -177,27 +184,28 @@ class Tokenizer:
         return output, exit_code, cwd
 
     # ---- episodes -----------------------------------------------------------------------
-    def _task_part(self, ep: episode_lib.Episode) -> tuple[np.ndarray, np.ndarray]:
+    def _task_part(self, ep: episode_lib.Episode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = self.encode_task(ep.task)
-        return ids, np.full(len(ids), ROLE_TASK, np.int32)
+        return ids, np.full(len(ids), ROLE_TASK, np.int32), np.ones(len(ids), bool)
 
-    def _join(self, task, turns, finished: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _join(self, task, turns, finished: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = [task] + list(turns)
         if finished:
-            parts.append((np.array([self.eoe_id], np.int32), np.array([ROLE_AGENT], np.int32)))
+            parts.append((np.array([self.eoe_id], np.int32), np.array([ROLE_AGENT], np.int32), np.ones(1, bool)))
         return (np.concatenate([p[0] for p in parts]).astype(np.int32),
-                np.concatenate([p[1] for p in parts]).astype(np.int32))
+                np.concatenate([p[1] for p in parts]).astype(np.int32),
+                np.concatenate([p[2] for p in parts]).astype(bool))
 
     @staticmethod
     def _cut(part, length: int):
-        return part[0][:length], part[1][:length]
+        return tuple(array[:length] for array in part)
 
     def encode_episode(self, ep: episode_lib.Episode, max_len: int | None = None,
                        finished: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(ids int32[T], roles int32[T]); `finished` appends <eoe>. See the truncation policy."""
         task = self._task_part(ep)
         turns = self._turns(ep, max_len)
-        ids, roles = self._join(task, turns, finished)
+        ids, roles, _ = self._join(task, turns, finished)
         if max_len is None or len(ids) <= max_len:
             return ids, roles
         task = self._cut(task, max(1, max_len // 4))
@@ -209,35 +217,36 @@ class Tokenizer:
             kept.insert(0, turn)
             budget -= len(turn[0])
         if kept or not turns:
-            return self._join(task, kept, finished)
-        return self._join(task, [self._cut(turns[-1], max_len - len(task[0]))], False)
+            return self._join(task, kept, finished)[:2]
+        return self._join(task, [self._cut(turns[-1], max_len - len(task[0]))], False)[:2]
 
-    def encode_windows(self, ep: episode_lib.Episode,
-                       max_len: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def encode_windows(self, ep: episode_lib.Episode, max_len: int, unimitated_labels: Sequence[str] = ()
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Training windows (ids, roles, fresh) of at most max_len tokens covering every turn.
 
         A window is the task (head, at most max_len // 4) followed by consecutive turns: first as
         many not yet covered turns as fit, then as much recent history before them as fits. Only
         the last window ends with <eoe>. A turn longer than the room left is kept as a prefix.
         `fresh` (bool) marks the tokens a window is the first to hold (the task counts in the
-        first window only), so a loss over fresh targets sees each token once per episode.
+        first window only), so a loss over fresh targets sees each token once per episode. The
+        agent tokens of turns labelled one of `unimitated_labels` (e.g. injected "error" turns:
+        context to recover from, not behaviour to copy) are never fresh.
         """
         full_task = self._task_part(ep)
-        turns = self._turns(ep, max_len)
+        turns = self._turns(ep, max_len, unimitated_labels)
         whole = self._join(full_task, turns, True)
         if len(whole[0]) <= max_len:
-            return [whole + (np.ones(len(whole[0]), bool),)]
+            return [whole]
         task = self._cut(full_task, max(1, max_len // 4))
         room = max_len - len(task[0])
         if not turns:
-            ids, roles = self._join(task, [], True)
-            return [(ids, roles, np.ones(len(ids), bool))]
+            return [self._join(task, [], True)]
         windows, first = [], 0
 
         def add(history, new, finished):
-            ids, roles = self._join(task, history + new, finished)
+            ids, roles, imitated = self._join(task, history + new, finished)
             old = (len(task[0]) if windows else 0) + sum(len(t[0]) for t in history)
-            windows.append((ids, roles, np.arange(len(ids)) >= old))
+            windows.append((ids, roles, (np.arange(len(ids)) >= old) & imitated))
 
         while first < len(turns):
             budget, end = room, first

@@ -12,7 +12,7 @@ import collections
 from typing import Callable, Iterable, Protocol, Sequence
 
 from twjax.episode import Episode
-from twjax.evaluate.metrics import Prediction, TurnRecord, command_word, make_record
+from twjax.evaluate.metrics import Prediction, TurnRecord, make_record, turn_word
 
 UNCHANGED = None  # cwd token: the cwd after the turn equals the cwd before it
 DEFAULT_INITIAL_CWD = "/root"  # the harness's default working directory
@@ -50,10 +50,11 @@ class NGramBaseline:
 
     @staticmethod
     def keys(episode: Episode, turn_index: int) -> list[tuple]:
-        command = episode.turns[turn_index].command
-        previous = episode.turns[turn_index - 1].command if turn_index > 0 else "<start>"
-        word, previous_word = command_word(command), command_word(previous) if turn_index > 0 else "<start>"
-        return [(command, previous), (command,), (word, previous_word), (word,)]
+        turn = episode.turns[turn_index]
+        before = episode.turns[turn_index - 1] if turn_index > 0 else None
+        previous = before.command if before else "<start>"
+        word, previous_word = turn_word(turn), turn_word(before) if before else "<start>"
+        return [(turn.command, previous), (turn.command,), (word, previous_word), (word,)]
 
     def fit(self, episodes: Iterable[Episode]) -> "NGramBaseline":
         first_cwds = collections.Counter()

@@ -292,7 +292,7 @@ def harness_probes(episodes: Sequence[Episode], wanted: dict[str, list[int]], ba
         with open_session(backend=backend) as session:
             task_episodes.prepare(session, task)
             for t, turn in enumerate(episode.turns[:max(turns) + 1]):
-                session.run(turn.command, timeout=timeout)
+                session.replay(turn, timeout=timeout)
                 if t in turns:
                     probes[(episode.id, t)] = session.run(PROBE_COMMAND, timeout=timeout).output
     return probes

@@ -90,12 +90,18 @@ def score_turn(prediction: Prediction, real: Turn) -> dict[str, float]:
     }
 
 
+def turn_word(turn: Turn) -> str:
+    """What a turn is broken down by: its command's first word; the task's verifier (a multi-line
+    script starting with `cd`) is its own bucket, "<verify>", so it neither hides in nor skews `cd`."""
+    return "<verify>" if turn.label == "verify" else command_word(turn.command)
+
+
 def make_record(episode_id: str, turn_index: int, real: Turn, prediction: Prediction,
                 context_tokens: int = 0, extra_metrics: dict[str, float] | None = None) -> TurnRecord:
     metrics = score_turn(prediction, real)
     metrics.update(extra_metrics or {})
     return TurnRecord(episode_id=episode_id, turn=turn_index, context_tokens=context_tokens,
-                      command_word=command_word(real.command), nonempty=bool(real.output.strip()),
+                      command_word=turn_word(real), nonempty=bool(real.output.strip()),
                       metrics=metrics, prediction=prediction)
 
 

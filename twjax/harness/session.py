@@ -17,7 +17,7 @@ import json
 import threading
 import weakref
 
-from twjax.episode import Turn
+from twjax.episode import SIDE_PROBE_LABELS, Turn
 from twjax.harness import bwrap_backend, docker_backend, image
 from twjax.harness.shell import SandboxError, Shell
 
@@ -139,6 +139,12 @@ class Session:
     def run_script(self, script: str, timeout: float = 60.0) -> Turn:
         self._check_open()
         return self.shell.run(script, timeout=timeout, subshell=True)
+
+    def replay(self, turn: Turn, timeout: float = 10.0) -> Turn:
+        """A recorded turn again, the way it first ran: side probes (a "verify" turn) in a subshell."""
+        if turn.label in SIDE_PROBE_LABELS:
+            return self.run_script(turn.command, timeout=timeout)
+        return self.run(turn.command, timeout=timeout)
 
     def write_files(self, files: dict, timeout: float = 60.0) -> None:
         """files: {path: str | bytes} (str is written as UTF-8; relative paths are under the cwd)."""

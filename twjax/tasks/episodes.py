@@ -1,8 +1,12 @@
 """Running tasks in a real session: expert, error-injected and exploration episodes, and check_task.
 
-The setup script runs first and is not part of the transcript; the verifier runs last and is not a
-turn either: its verdict goes to Episode.extra (verifier, passed). Every output is what the real
-terminal printed.
+The setup script runs first and is not part of the transcript. The verifier runs as a side probe
+(a subshell: the session's cwd, variables and shell state stay as they were) and is recorded as a
+turn labelled "verify" whose command is the verifier script: once at the end of every episode (its
+verdict also goes to Episode.extra: verifier, passed) and, in expert episodes, once more midway
+(after a seeded number of solution steps, 0 included), so the learned terminal sees the verifier
+fail on unfinished states as well as pass on finished ones: that is what its learned reward
+(grounded.learned_verdicts) is asked to predict. Every output is what the real terminal printed.
 """
 import dataclasses
 import random
@@ -30,7 +34,21 @@ def prepare(session, task: Task) -> Turn:
 
 
 def verify(session, task: Task) -> Turn:
-    return session.run_script(task.verifier, timeout=SCRIPT_TIMEOUT)
+    turn = session.run_script(task.verifier, timeout=SCRIPT_TIMEOUT)
+    turn.command, turn.label = task.verifier, "verify"
+    return turn
+
+
+def solve(session, task: Task, noop: Turn) -> list[Turn]:
+    """The expert solution's turns with one verifier probe among them: `noop` (the verdict on the
+    untouched state) when the seeded probe point is 0, else a fresh verdict after that many steps."""
+    probe_at = random.Random(task.id).randrange(len(task.solution)) if task.solution else 0
+    turns = [noop] if probe_at == 0 else []
+    for step, command in enumerate(task.solution, start=1):
+        turns.append(run_turn(session, command, "expert"))
+        if step == probe_at:
+            turns.append(verify(session, task))
+    return turns
 
 
 def run_turn(session, command: str, label: str) -> Turn:
@@ -41,14 +59,14 @@ def run_turn(session, command: str, label: str) -> Turn:
 
 def finish(session, task: Task, turns: list[Turn], kind: str, episode_id: str, **extra) -> Episode:
     verdict = verify(session, task)
-    return Episode(id=episode_id, task=task.instruction, turns=turns, extra=dict(
+    return Episode(id=episode_id, task=task.instruction, turns=turns + [verdict], extra=dict(
         family=task.family, task_id=task.id, params=task.params, difficulty=task.difficulty,
         verifier=task.verifier, passed=verdict.exit_code == 0, kind=kind, **extra))
 
 
 def expert_episode(session, task: Task) -> Episode:
     prepare(session, task)
-    turns = [run_turn(session, command, "expert") for command in task.solution]
+    turns = solve(session, task, verify(session, task))
     return finish(session, task, turns, "expert", f"{task.id}-expert")
 
 
@@ -90,10 +108,10 @@ def check_task(session_or_factory, task: Task) -> TaskCheck:
     except TaskSetupError as error:
         return TaskCheck(False, False, False, str(error), None)
     noop = verify(session, task)
-    turns = [run_turn(session, command, "expert") for command in task.solution]
+    turns = solve(session, task, noop)
     episode = finish(session, task, turns, "expert", f"{task.id}-expert")
     noop_failed, passed = noop.exit_code != 0, episode.extra["passed"]
-    failing = [t for t in turns if t.exit_code != 0]
+    failing = [t for t in turns if t.label == "expert" and t.exit_code != 0]
     reasons = []
     if not noop_failed:
         reasons.append("verifier passes without doing anything")
