@@ -60,7 +60,7 @@ def get_config(arg=None):
         config.model.update(d_model=128, n_heads=4, n_kv_heads=1, d_ff=384)
         config.train.update(steps=500, eval_every=250, ckpt_every=250)
         config.agent.update(terminal="runs/ablation/terminal", rounds=2, round_steps=50, tasks_per_round=64,
-                            rl_steps=20, tasks_per_step=4, group_size=8, real_fraction=0.25,
+                            rl_steps=12, tasks_per_step=4, group_size=8, real_fraction=0.25,
                             max_command_tokens=48, eval_tasks=34, eval_samples=2, backend="bwrap", workers=2)
     if name == "tpu":
         config.train.steps = 10_000

@@ -84,6 +84,8 @@ def test_collect_resumes_after_a_kill_without_loss_or_duplicates(tmp_path):
     assert set(stats["split_overlap_tasks"].values()) == {0}
     assert stats["splits"]["test"]["families"]["text_grep"] == len([i for i in ids if i.startswith("text_grep-")])
     assert stats["splits"]["train"]["turns"] > 0 and stats["splits"]["train"]["tokens"] > 0
+    train_stats = stats["splits"]["train"]
+    assert train_stats["verify_turns"] >= train_stats["episodes"] and 0 < train_stats["verify_pass_fraction"] < 1
     for split in splits.SPLITS:
         for episode in (e for p in sorted(out.glob(f"{split}-*.jsonl")) for e in read_jsonl(p)):
             assert episode.extra["split"] == split and episode.extra["kind"] in config.kinds

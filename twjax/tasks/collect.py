@@ -178,6 +178,8 @@ def compute_stats(out: pathlib.Path) -> dict:
                 labels = collections.Counter(t.label for t in episode.turns)
                 s.update(episodes=1, turns=len(episode.turns), tokens=tokens, bytes=size,
                          error_turns=labels["error"], recovery_turns=labels["recovery"],
+                         verify_turns=labels["verify"],
+                         verify_passes=sum(t.label == "verify" and t.exit_code == 0 for t in episode.turns),
                          passed=bool(episode.extra.get("passed")))
                 families[episode.extra.get("family", "?")] += 1
                 kinds[episode.extra.get("kind", "?")] += 1
@@ -190,6 +192,9 @@ def compute_stats(out: pathlib.Path) -> dict:
             "episodes": s["episodes"], "turns": s["turns"], "tokens": s["tokens"], "bytes": s["bytes"],
             "error_turn_fraction": round(s["error_turns"] / turns, 4),
             "recovery_turn_fraction": round(s["recovery_turns"] / turns, 4),
+            # the verdicts the learned terminal learns its reward from: how many, and how many pass
+            "verify_turns": s["verify_turns"],
+            "verify_pass_fraction": round(s["verify_passes"] / max(1, s["verify_turns"]), 4),
             "verified_fraction": round(s["passed"] / max(1, s["episodes"]), 4),
             # exploration episodes are not meant to solve the task; expert and injected ones are
             "verified_fraction_by_kind": {k: round(passed_kinds[k] / n, 4) for k, n in sorted(kinds.items())},
