@@ -90,14 +90,19 @@ def test_injected_episode_passes_and_is_labelled(family, open_session):
     assert episode.extra["passed"] is True, [(t.label, t.command, t.exit_code, t.output) for t in episode.turns]
     labels = [t.label for t in episode.turns]
     assert labels[-1] == "verify" and episode.turns[-1].exit_code == 0
-    assert set(labels[:-1]) <= set(LABELS) - {"setup", "verify"}
+    if "error" in labels:  # a probe right after the first mistake, then the recovery
+        first = labels.index("error")
+        assert labels[first + 1] == "verify" and labels.count("verify") == 2
+        assert episode.turns[first + 1].cwd == episode.turns[first].cwd
+    turns = [t for t in episode.turns if t.label != "verify"]
+    assert set(t.label for t in turns) <= set(LABELS) - {"setup", "verify"}
     injected = episode.extra["injected"]
     assert len(injected) == labels.count("error")
-    for i, turn in enumerate(episode.turns):
+    for i, turn in enumerate(turns):
         if turn.label == "error":
-            assert episode.turns[i + 1].label == "recovery"
+            assert turns[i + 1].label == "recovery"
             # the mistake showed: it failed, printed an error, or a recovery turn looks at the damage
-            follow = [t for t in episode.turns[i + 1:i + 3] if t.label == "recovery"]
+            follow = [t for t in turns[i + 1:i + 3] if t.label == "recovery"]
             assert (turn.exit_code != 0 or any(m in turn.output for m in inject.ERROR_MARKERS)
                     or any(t.command.split()[0] in ("cat", "head", "wc", "ls") for t in follow)), turn
     assert all(record["shown_by"] in ("error", "notice") for record in injected), injected

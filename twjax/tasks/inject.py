@@ -25,7 +25,7 @@ import shlex
 from twjax.episode import Episode, Turn
 from twjax.tasks import explore
 from twjax.tasks.base import TASK_DIR, Task
-from twjax.tasks.episodes import finish, prepare, run_turn
+from twjax.tasks.episodes import finish, prepare, run_turn, verify
 
 PROBE_DIR = "/tmp/.twjax_probe"
 KEYWORDS = {"for", "while", "if", "then", "do", "done", "fi", "case", "esac", "until", "function", "cd", "export",
@@ -321,7 +321,8 @@ def _label_kind(mistake: Mistake, turn: Turn) -> str:
 def injected_episode(session, task: Task, rng: random.Random, errors: int | None = None,
                      explore_steps: int | None = None) -> Episode:
     """An episode of the task with `errors` (default 1-2) critic-approved mistakes and their repairs,
-    optionally after a few exploration commands; ends with the task's verifier."""
+    optionally after a few exploration commands; the verifier probes the state right after the first
+    mistake, and ends the episode."""
     prepare(session, task)
     turns: list[Turn] = []
     if explore_steps is None:
@@ -343,6 +344,10 @@ def injected_episode(session, task: Task, rng: random.Random, errors: int | None
             continue
         error_turn = run_turn(session, mistake.bad, "error")
         turns.append(error_turn)
+        if not injected:
+            # The verdict on the state right after the first mistake: an attempt that looks like the
+            # solution but is wrong, the hard case for the learned terminal's learned reward.
+            turns.append(verify(session, task))
         turns += [run_turn(session, c, "recovery") for c in mistake.notice + mistake.undo + mistake.repair]
         cwd = turns[-1].cwd
         shows = error_turn.exit_code != 0 or any(m in error_turn.output for m in ERROR_MARKERS)
