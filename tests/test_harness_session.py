@@ -79,6 +79,16 @@ def test_run_script_is_a_subshell(sess):
     assert sess.cwd == "/root"
 
 
+def test_replay_runs_a_verify_turn_as_a_side_probe(sess):
+    from twjax.episode import Turn
+    start = sess.cwd
+    probe = sess.replay(Turn("cd /tmp || exit 1\nexit 3\n", "", 0, start, label="verify"))
+    assert probe.exit_code == 3 and probe.cwd == start == sess.cwd
+    moved = sess.replay(Turn("cd /tmp", "", 0, "/tmp"))
+    assert moved.cwd == "/tmp" == sess.cwd
+    sess.run(f"cd {start}")
+
+
 def test_background_job_does_not_hang_the_turn(sess):
     started = time.monotonic()
     turn = sess.run("sleep 100 & echo started")
