@@ -19,6 +19,8 @@ def _history(rng: random.Random, names: Names):
         path = f"{rng.choice(('app', 'lib', 'util'))}.py" if day > 1 else "README.md"
         line = (f"# {names.one()} project" if day == 1 else
                 f"{rng.choice(NAMES)}_{rng.choice(('limit', 'timeout', 'retries'))} = {rng.randint(2, 99)}")
+        while line in added:  # a line added twice has two "commits that added it" (seed 70000030)
+            line = f"{rng.choice(NAMES)}_{rng.choice(('limit', 'timeout', 'retries'))} = {rng.randint(2, 99)}"
         files[path] = files.get(path, "") + line + "\n"
         message = ("Initial commit" if day == 1 else
                    f"{rng.choice(('Add', 'Tune', 'Set'))} {line.split(' =')[0].replace('_', ' ')}")
