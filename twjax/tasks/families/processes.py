@@ -11,6 +11,9 @@ WAIT = "for _ in $(seq 1 20); do {cond} && break; sleep 0.05; done; {cond}"
 def _workers(rng, names, n, prefix):
     workers = [f"{prefix}{w}"[:15] for w in names.take(n)]
     setup = ["mkdir -p bin"] + [f"cp /bin/sleep bin/{w} && (nohup bin/{w} 100000 >/dev/null 2>&1 &)" for w in workers]
+    # Setup returns only once every worker runs: on a loaded machine a check could otherwise see
+    # none yet (an empty pgrep made the untouched state pass write_pid's check).
+    setup += [WAIT.format(cond=_alive(w)) for w in workers]
     return workers, setup
 
 
@@ -39,7 +42,7 @@ def write_pid(rng, names):
     out = f"{target}.pid"
     text = one_of(rng, f"Write the PID of the running process {target} to {out}.",
                   f"Find the process ID of {target} and save it in {out}.")
-    return Step(text, [f"pgrep -x {target} > {out}"], [f'[ "$(tr -d " \\n" < {out})" = "$(pgrep -x {target})" ]'],
+    return Step(text, [f"pgrep -x {target} > {out}"], [f'[ -s {out} ] && [ "$(tr -d " \\n" < {out})" = "$(pgrep -x {target})" ]'],
                 setup=setup)
 
 
