@@ -101,7 +101,7 @@ def test_steps_of_one_task_never_interfere():
 @pytest.mark.parametrize("family, seed, difficulty", [("find_xargs", 24, 2), ("find_xargs", 15, 3),
                                                       ("files_dirs", 24, 3), ("git_repo", 70000030, 1),
                                                       ("processes", 70000175, 1)])
-def test_formerly_interfering_tasks_pass_their_own_verifier(family, seed, difficulty, open_session):
+def test_formerly_failing_tasks_pass_their_own_verifier(family, seed, difficulty, open_session):
     result = episodes.check_task(open_session, registry.generate(family, seed, difficulty))
     assert result.ok, result.reason
 
