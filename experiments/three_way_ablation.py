@@ -13,7 +13,7 @@ seed) and the ceiling (EXPERT: the tasks' expert solutions). Every trial is `twj
 tasks in real sandboxes (W/metrics.json, the hparams table, and the sweep's results.md / .json /
 .png: mean and 95% CI over seeds).
 cpu: `bash tools/ablation_cpu.sh` makes the data, the tokenizer and the learned terminal
-(runs/ablation/terminal), then runs this grid (about an hour on 2 cores).
+(runs/ablation/terminal), then runs this grid (73 minutes on 2 cores, measured 2026-12-01).
 tpu: set agent.terminal to the workdir of a trained learned terminal (e.g. the best point of
 terminal_scaling) sharing data/ablation/tokenizer.model; data:
 `twjax collect --config configs/data/small.py --config.episodes.train=N --out data/ablation/nN`.
@@ -55,7 +55,7 @@ def get_config(arg=None):
     config.data.valid = f"{DATA}/n{largest}/valid-*.jsonl"
     config.data.tokenizer = f"{DATA}/tokenizer.model"  # the learned terminal's: C and RL need the same one
     if name == "cpu":
-        # Two CPU cores, about an hour for the grid: a 1.3M-parameter agent (d_model 128) makes
+        # Two CPU cores, 73 minutes for the grid: a 1.3M-parameter agent (d_model 128) makes
         # 500 updates in ~4 minutes; the 4.1M tiny shape took 2.5x as long per update.
         config.model.update(d_model=128, n_heads=4, n_kv_heads=1, d_ff=384)
         config.train.update(steps=500, eval_every=250, ckpt_every=250)
