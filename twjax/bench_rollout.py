@@ -93,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sessions decoded one at a time by the per-token Python loop")
     parser.add_argument("--python-batched", action="store_true",
                         help="also time the per-token Python loop over the whole batch (slow)")
+    parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
     parser.add_argument("--real-backend", default="auto")
     parser.add_argument("--real-workers", type=int, default=8)
     parser.add_argument("--real-sessions", type=int, default=0, help="default: --batch")
@@ -107,7 +108,8 @@ def main(args) -> int:
     rollout_config = rollout.RolloutConfig(
         max_turns=args.turns, min_turns=args.turns, max_command_tokens=args.command_tokens + 1,
         max_output_tokens=args.output_tokens, cache_len=cache_len,
-        agent_sampling=rollout.Sampling(temperature=1.0), terminal_sampling=rollout.Sampling(temperature=0.0))
+        agent_sampling=rollout.Sampling(temperature=1.0), terminal_sampling=rollout.Sampling(temperature=0.0),
+        cache_dtype=args.cache_dtype)
     prompts_BxP, lengths_B = random_prompts(args.batch, args.prompt_len, args.vocab_size, seed=0)
 
     peak = flops.measure_peak_flops()
@@ -123,7 +125,7 @@ def main(args) -> int:
     result = {
         "config": args.config, "params_per_model": model_lib.param_count(models[1]), "batch": args.batch,
         "turns_per_session": args.turns, "tokens_per_turn": tokens_per_turn, "cache_len": cache_len,
-        "devices": jax.device_count(), "backend": jax.default_backend(),
+        "devices": jax.device_count(), "backend": jax.default_backend(), "cache_dtype": args.cache_dtype or "compute",
         "sim_turns": sim_turns, "sim_s": round(sim_s, 3), "sim_turns_per_s": round(sim_turns / sim_s, 1),
         "sim_tokens_per_s": round(float(np.sum(np.asarray(state.length_B) - args.prompt_len)) / sim_s, 1),
         "python_loop_turns_per_s": round(python_turns / python_s, 2),

@@ -44,6 +44,7 @@ class RolloutConfig:
     max_output_tokens: int = 256
     cache_len: int = 1024
     reserve: int = 0  # context kept free at the end, for the verifier turn
+    cache_dtype: str | None = None  # KV cache dtype; None: the models' compute dtype
     agent_sampling: Sampling = Sampling(temperature=1.0)
     terminal_sampling: Sampling = Sampling(temperature=0.0)
 
@@ -183,11 +184,12 @@ def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax
     batch, prompt_len = prompts_BxP.shape
     valid_BxP = jnp.arange(prompt_len)[None, :] < (prompt_lengths_B - 1)[:, None]
     _, agent_cache = agent.forward_cached(prompts_BxP, valid_BxP,
-                                          model_lib.init_cache(agent.config, batch, config.cache_len))
+                                          model_lib.init_cache(agent.config, batch, config.cache_len, config.cache_dtype))
     terminal_cache = None
     if terminal is not None:
         _, terminal_cache = terminal.forward_cached(
-            prompts_BxP, valid_BxP, model_lib.init_cache(terminal.config, batch, config.cache_len))
+            prompts_BxP, valid_BxP, model_lib.init_cache(terminal.config, batch, config.cache_len,
+                                                                 config.cache_dtype))
     in_prompt_BxP = jnp.arange(prompt_len)[None, :] < prompt_lengths_B[:, None]
     tokens_BxS = jnp.zeros((batch, config.cache_len), jnp.int32).at[:, :prompt_len].set(
         jnp.where(in_prompt_BxP, prompts_BxP, 0))
