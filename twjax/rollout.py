@@ -183,13 +183,14 @@ def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax
     """Prefills both caches with every prompt token but the last, which the first step feeds."""
     batch, prompt_len = prompts_BxP.shape
     valid_BxP = jnp.arange(prompt_len)[None, :] < (prompt_lengths_B - 1)[:, None]
-    _, agent_cache = agent.forward_cached(prompts_BxP, valid_BxP,
-                                          model_lib.init_cache(agent.config, batch, config.cache_len, config.cache_dtype))
+
+    def empty_cache(model):
+        return model_lib.init_cache(model.config, batch, config.cache_len, config.cache_dtype)
+
+    _, agent_cache = agent.forward_cached(prompts_BxP, valid_BxP, empty_cache(agent))
     terminal_cache = None
     if terminal is not None:
-        _, terminal_cache = terminal.forward_cached(
-            prompts_BxP, valid_BxP, model_lib.init_cache(terminal.config, batch, config.cache_len,
-                                                                 config.cache_dtype))
+        _, terminal_cache = terminal.forward_cached(prompts_BxP, valid_BxP, empty_cache(terminal))
     in_prompt_BxP = jnp.arange(prompt_len)[None, :] < prompt_lengths_B[:, None]
     tokens_BxS = jnp.zeros((batch, config.cache_len), jnp.int32).at[:, :prompt_len].set(
         jnp.where(in_prompt_BxP, prompts_BxP, 0))

@@ -3,9 +3,10 @@
 The setup script runs first and is not part of the transcript. The verifier runs as a side probe
 (a subshell: the session's cwd, variables and shell state stay as they were) and is recorded as a
 turn labelled "verify" whose command is the verifier script: once at the end of every episode (its
-verdict also goes to Episode.extra: verifier, passed) and, in expert episodes, once more midway
-(after a seeded number of solution steps, 0 included), so the learned terminal sees the verifier
-fail on unfinished states as well as pass on finished ones: that is what its learned reward
+verdict also goes to Episode.extra: verifier, passed), once more midway through expert episodes
+(after a seeded number of solution steps, 0 included) and, in injected episodes, right after the
+first mistake (inject.py), so the learned terminal sees the verifier fail on unfinished and wrong
+states as well as pass on finished ones: that is what its learned reward
 (grounded.learned_verdicts) is asked to predict. Every output is what the real terminal printed.
 """
 import dataclasses
@@ -39,11 +40,12 @@ def verify(session, task: Task) -> Turn:
     return turn
 
 
-def solve(session, task: Task, noop: Turn) -> list[Turn]:
-    """The expert solution's turns with one verifier probe among them: `noop` (the verdict on the
-    untouched state) when the seeded probe point is 0, else a fresh verdict after that many steps."""
+def solve(session, task: Task, noop: Turn | None = None) -> list[Turn]:
+    """The expert solution's turns with one verifier probe among them: the verdict on the untouched
+    state (`noop` when the caller already has it) when the seeded probe point is 0, else a verdict
+    after that many steps."""
     probe_at = random.Random(task.id).randrange(len(task.solution)) if task.solution else 0
-    turns = [noop] if probe_at == 0 else []
+    turns = [noop or verify(session, task)] if probe_at == 0 else []
     for step, command in enumerate(task.solution, start=1):
         turns.append(run_turn(session, command, "expert"))
         if step == probe_at:
@@ -66,7 +68,7 @@ def finish(session, task: Task, turns: list[Turn], kind: str, episode_id: str, *
 
 def expert_episode(session, task: Task) -> Episode:
     prepare(session, task)
-    turns = solve(session, task, verify(session, task))
+    turns = solve(session, task)
     return finish(session, task, turns, "expert", f"{task.id}-expert")
 
 

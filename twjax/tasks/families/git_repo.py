@@ -11,16 +11,19 @@ DATE = "GIT_AUTHOR_DATE='2024-01-0{d}T10:00:00Z' GIT_COMMITTER_DATE='2024-01-0{d
 G = "git -C repo"
 
 
+def _setting(rng: random.Random) -> str:
+    return f"{rng.choice(NAMES)}_{rng.choice(('limit', 'timeout', 'retries'))} = {rng.randint(2, 99)}"
+
+
 def _history(rng: random.Random, names: Names):
     """Setup commands for a repo with a few commits; returns (commands, messages, files at HEAD, lines added)."""
     commands = ["git init -q repo"]
     files, messages, added = {}, [], {}
     for day in range(1, rng.randint(4, 6)):
         path = f"{rng.choice(('app', 'lib', 'util'))}.py" if day > 1 else "README.md"
-        line = (f"# {names.one()} project" if day == 1 else
-                f"{rng.choice(NAMES)}_{rng.choice(('limit', 'timeout', 'retries'))} = {rng.randint(2, 99)}")
+        line = f"# {names.one()} project" if day == 1 else _setting(rng)
         while line in added:  # a line added twice has two "commits that added it" (seed 70000030)
-            line = f"{rng.choice(NAMES)}_{rng.choice(('limit', 'timeout', 'retries'))} = {rng.randint(2, 99)}"
+            line = _setting(rng)
         files[path] = files.get(path, "") + line + "\n"
         message = ("Initial commit" if day == 1 else
                    f"{rng.choice(('Add', 'Tune', 'Set'))} {line.split(' =')[0].replace('_', ' ')}")

@@ -42,8 +42,8 @@ def write_pid(rng, names):
     out = f"{target}.pid"
     text = one_of(rng, f"Write the PID of the running process {target} to {out}.",
                   f"Find the process ID of {target} and save it in {out}.")
-    return Step(text, [f"pgrep -x {target} > {out}"], [f'[ -s {out} ] && [ "$(tr -d " \\n" < {out})" = "$(pgrep -x {target})" ]'],
-                setup=setup)
+    return Step(text, [f"pgrep -x {target} > {out}"],
+                [f'[ -s {out} ] && [ "$(tr -d " \\n" < {out})" = "$(pgrep -x {target})" ]'], setup=setup)
 
 
 def count_workers(rng, names):
