@@ -173,5 +173,83 @@ def test_references_are_regimes_the_grid_can_hold(tmp_path):
     result = agent_train.agent_train(config, tmp_path / "ceiling")
     assert result["final"] is None and set(result["eval"]) == {"real/in_distribution", "real/held_out_families"}
     assert result["eval"]["real/in_distribution"]["all"] == {"tasks": 3, "pass@1": 1.0, "pass@1_low": 1.0,
-                                                             "pass@1_high": 1.0}
+                                                             "pass@1_high": 1.0, "greedy": 1.0, "greedy_low": 1.0,
+                                                             "greedy_high": 1.0}
     assert result["eval"]["real/held_out_families"]["text_grep"]["tasks"] == 3
+
+
+def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
+    """pass@k from `samples` sampled attempts, `greedy` from one greedy attempt per task, each
+    attempt written as an episode whose verdict matches the counts; greedy attempts repeat exactly."""
+    from harness_fixtures import available_backend
+    from sample_episodes import make_episodes
+    from twjax import checkpoint_io, tokenizer
+    from twjax.episode import read_jsonl, write_jsonl
+    write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=1))
+    tokenizer.train([str(tmp_path / "e.jsonl")], str(tmp_path / "tok.model"), vocab_size=400)
+    config = agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", [
+        f"data.tokenizer={tmp_path / 'tok.model'}", "model.vocab_size=512", "model.d_model=32", "model.n_layers=1",
+        "model.n_heads=2", "model.n_kv_heads=1", "model.d_ff=64", "model.max_len=192", "agent.max_turns=2",
+        "agent.max_command_tokens=8", "agent.max_output_tokens=16"]))
+    tok = tokenizer.Tokenizer.load(str(tmp_path / "tok.model"))
+    agent = jitted_init(checkpoint_io.model_config(config), 0)
+    common = dict(tasks_per_split=2, samples=2, ks=(1, 2), config=agent_eval.rollout_config_of(config, 192),
+                  key=jax.random.key(0), backend=available_backend(), workers=2)
+    out = agent_eval.report(agent, tok, ["files_dirs"], [], episodes_dir=tmp_path / "eval", **common)
+    row = out["real/in_distribution"]["all"]
+    assert set(row) == {"tasks", *(f"{m}{s}" for m in ("pass@1", "pass@2", "greedy") for s in ("", "_low", "_high"))}
+    sampled = list(read_jsonl(tmp_path / "eval" / "real-in_distribution-sampled.jsonl"))
+    greedy = list(read_jsonl(tmp_path / "eval" / "real-in_distribution-greedy.jsonl"))
+    assert len(sampled) == 4 and len(greedy) == 2
+    assert row["pass@1"] == np.mean([e.extra["passed"] for e in sampled])
+    assert row["greedy"] == np.mean([e.extra["passed"] for e in greedy])
+    assert all(e.extra["judge"] == "real" and e.extra["family"] == "files_dirs" for e in sampled + greedy)
+    agent_eval.report(agent, tok, ["files_dirs"], [], episodes_dir=tmp_path / "again", **common)
+    again = list(read_jsonl(tmp_path / "again" / "real-in_distribution-greedy.jsonl"))
+    assert [[t.command for t in e.turns] for e in again] == [[t.command for t in e.turns] for e in greedy]
+
+
+def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_path, monkeypatch):
+    """C and RL start from A's run at their base step; trials sharing A's run (agent.shared_sft)
+    train it once and get exactly the parameters a private run reaches, and a shared run that went
+    past a step it did not keep makes the trial train privately."""
+    from sample_episodes import make_episodes
+    from twjax import checkpoint_io, tokenizer
+    from twjax.episode import write_jsonl
+    write_jsonl(tmp_path / "train.jsonl", make_episodes(40, seed=1))
+    write_jsonl(tmp_path / "valid.jsonl", make_episodes(8, seed=2))
+    tokenizer.train([str(tmp_path / "train.jsonl")], str(tmp_path / "tok.model"), vocab_size=400)
+    small = [f"data.train={tmp_path / 'train.jsonl'}", f"data.valid={tmp_path / 'valid.jsonl'}",
+             f"data.tokenizer={tmp_path / 'tok.model'}", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
+             "model.n_kv_heads=1", "model.d_ff=64", "model.max_len=64", "data.seq_len=64", "data.batch_size=4",
+             "train.steps=6", "train.eval_batches=1", f"train.compilation_cache={tmp_path / 'xla'}",
+             "agent.rounds=1", "agent.round_steps=2", "agent.rl_steps=1"]
+
+    def config(*extra):
+        return agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", small + list(extra)))
+
+    def params(workdir):
+        return nnx.split(checkpoint_io.load_for_inference(workdir)[2])[1]
+
+    assert agent_train.branch_steps(config()) == [4, 5, 6]
+    private_c = agent_train.a_phase(config(), tmp_path / "private_c" / "sft", 4)
+    private_a = agent_train.a_phase(config(), tmp_path / "private_a", 6)
+    shared = config(f"agent.shared_sft={tmp_path / 'shared'}")
+    trial_c = agent_train.a_phase(shared, tmp_path / "c" / "sft", 4)
+    trial_a = agent_train.a_phase(shared, tmp_path / "a", 6)
+    assert same(params(trial_c), params(private_c)) and same(params(trial_a), params(private_a))
+    (run,) = (tmp_path / "shared").iterdir()
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [4, 5, 6]
+
+    def no_training(*_):
+        raise AssertionError("the shared run already holds step 5")
+    monkeypatch.setattr(agent_train.train, "train", no_training)
+    trial_rl = agent_train.a_phase(shared, tmp_path / "rl" / "sft", 5)
+    assert (trial_rl / "checkpoints" / "5").is_symlink()
+    assert checkpoint_io.read_config(trial_rl).to_dict() == checkpoint_io.read_config(run).to_dict()
+    monkeypatch.undo()
+
+    other = config(f"agent.shared_sft={tmp_path / 'shared'}", "agent.rl_steps=3")  # base step 3: not kept
+    assert agent_train.a_run_key(other) == agent_train.a_run_key(shared)
+    lone = agent_train.a_phase(other, tmp_path / "rl3" / "sft", 3)
+    assert not (lone / "checkpoints" / "3").is_symlink() and agent_train.has_checkpoint(lone, 3)

@@ -2,7 +2,8 @@
 
     twjax agent eval --agent W_AGENT [--terminal W_TERMINAL] [--floor] [--ceiling] --out report.json
 
-Each held-out task is attempted `samples` times. In real sandboxes (grounded.grounded_rollout: the
+Each held-out task is attempted `samples` times at the sampling temperature (pass@k), and once
+greedily (`greedy`: the agent's single best guess, the pass@1 a user of the agent gets). In real sandboxes (grounded.grounded_rollout: the
 real verifier's exit code) and, given a learned terminal, inside it (rollout + learned_verdicts: the
 learned verifier), so the two pass rates give the sim-to-real gap of the same agent. pass@k is the
 unbiased estimator 1 - C(n-c, k) / C(n, k) of n attempts with c passes (Chen et al. 2021), averaged
@@ -13,14 +14,17 @@ Held-out tasks: in-distribution families drawn with seeds far from any training 
 families the data config holds out entirely.
 """
 import argparse
+import dataclasses
 import json
 import math
+import pathlib
 
 import jax
 import numpy as np
 from flax import nnx
 
 from twjax import checkpoint_io, grounded, rollout, rollout_episodes
+from twjax.episode import Episode, write_jsonl
 from twjax import model as model_lib
 from twjax.harness.pool import Pool
 from twjax.harness.shell import SandboxError
@@ -51,9 +55,9 @@ def bootstrap_ci(values, resamples: int = 2000, alpha: float = 0.05, seed: int =
     return float(values.mean()), float(low), float(high)
 
 
-def summarize(results: list[dict], ks: tuple[int, ...], seed: int = 0) -> dict:
-    """results: one dict per task {family, n, c}. -> {"all": {...}, FAMILY: {...}} with pass@k,
-    its 95% CI and the task count of each group."""
+def summarize(results: list[dict], ks: tuple[int, ...], seed: int = 0, metric: str = "pass@{k}") -> dict:
+    """results: one dict per task {family, n, c}. -> {"all": {...}, FAMILY: {...}} with pass@k
+    (named by `metric`), its 95% CI and the task count of each group."""
     groups = {"all": results}
     for result in results:
         groups.setdefault(result["family"], []).append(result)
@@ -63,7 +67,8 @@ def summarize(results: list[dict], ks: tuple[int, ...], seed: int = 0) -> dict:
         for k in ks:
             if all(m["n"] >= k for m in members):
                 mean, low, high = bootstrap_ci([pass_at_k(m["n"], m["c"], k) for m in members], seed=seed)
-                row.update({f"pass@{k}": mean, f"pass@{k}_low": low, f"pass@{k}_high": high})
+                key = metric.format(k=k)
+                row.update({key: mean, f"{key}_low": low, f"{key}_high": high})
         summary[name] = row
     return summary
 
@@ -87,40 +92,52 @@ def counts(tasks, samples: int, passed_N) -> list[dict]:
     return [{"family": t.family, "task_id": t.id, "n": samples, "c": int(p.sum())} for t, p in zip(tasks, passed_TxS)]
 
 
+def attempt_episodes(tok, state, attempts, passed, judge: str) -> list[Episode]:
+    """The attempts as Episodes (W/eval/*.jsonl), each with its task and verdict, to read or replay."""
+    episodes = rollout_episodes.state_to_episodes(tok, state, [f"{t.id}-attempt{i}" for i, t in enumerate(attempts)],
+                                                  [t.instruction for t in attempts], {"judge": judge})
+    for episode, task, ok in zip(episodes, attempts, passed):
+        episode.extra.update(family=task.family, task_id=task.id, passed=bool(ok))
+    return episodes
+
+
 def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig, key, backend: str, workers: int):
-    """Every task `samples` times in real sandboxes, judged by the real verifier."""
+    """Every task `samples` times in real sandboxes, judged by the real verifier. -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
     try:
-        passed = grounded_passes(agent, tok, attempts, config, key, backend, workers)
+        passed, episodes = grounded_passes(agent, tok, attempts, config, key, backend, workers)
     except SandboxError:
         # An agent command ended its sandbox's shell (`exit`, `kill -9 $$`, ...), which ends the
         # batch: one attempt at a time then, and an attempt whose sandbox dies has failed.
-        passed = []
+        passed, episodes = [], []
         for index, task in enumerate(attempts):
             try:
-                passed += list(grounded_passes(agent, tok, [task], config, jax.random.fold_in(key, index),
-                                               backend, 1))
+                one_passed, one_episode = grounded_passes(agent, tok, [task], config, jax.random.fold_in(key, index),
+                                                          backend, 1)
             except SandboxError:
-                passed.append(0.0)
-    return counts(tasks, samples, passed)
+                one_passed, one_episode = [0.0], []
+            passed += list(one_passed)
+            episodes += one_episode
+    return counts(tasks, samples, passed), episodes
 
 
 def grounded_passes(agent, tok, attempts, config: rollout.RolloutConfig, key, backend: str, workers: int):
     prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in attempts], MAX_PROMPT_LEN)
-    _, passed = grounded.grounded_rollout(*agent, tok, attempts, prompts_BxP, lengths_B, key, config=config,
-                                          backend=backend, workers=workers)
-    return passed
+    state, passed = grounded.grounded_rollout(*agent, tok, attempts, prompts_BxP, lengths_B, key, config=config,
+                                              backend=backend, workers=workers)
+    return passed, attempt_episodes(tok, state, attempts, passed, "real")
 
 
 def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.RolloutConfig, key):
-    """Every task `samples` times inside the learned terminal, judged by the learned verifier."""
+    """Every task `samples` times inside the learned terminal, judged by the learned verifier.
+    -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
     prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in attempts], MAX_PROMPT_LEN)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, key,
                             markers=rollout.Markers.from_tokenizer(tok), config=config)
     _, passed = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in attempts],
                                           config=config)
-    return counts(tasks, samples, passed)
+    return counts(tasks, samples, passed), attempt_episodes(tok, state, attempts, passed, "learned")
 
 
 def expert_results(tasks, backend: str, workers: int) -> list[dict]:
@@ -135,32 +152,63 @@ def expert_results(tasks, backend: str, workers: int) -> list[dict]:
     return counts(tasks, 1, passed)
 
 
+def greedy_config(config: rollout.RolloutConfig) -> rollout.RolloutConfig:
+    return dataclasses.replace(config, agent_sampling=rollout.Sampling(temperature=0.0))
+
+
 def report(agent, tok, in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, samples: int,
            ks: tuple[int, ...], config: rollout.RolloutConfig, key, backend: str, workers: int,
-           terminal=None, seed: int = 0) -> dict:
+           terminal=None, seed: int = 0, greedy: bool = True, episodes_dir: str | pathlib.Path | None = None) -> dict:
     """The agent's pass rates in real sandboxes (and in the learned terminal, given one), split
-    into in-distribution and held-out families."""
+    into in-distribution and held-out families: pass@k of `samples` sampled attempts, and (if
+    greedy) `greedy`, one greedy attempt per task. Every attempt goes to episodes_dir, if given,
+    as {real,learned}-SPLIT-{sampled,greedy}.jsonl."""
     splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        out[f"real/{split}"] = summarize(real_results(agent, tok, tasks, samples, config, key, backend, workers), ks)
+        judges = {"real": lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers)}
         if terminal is not None:
-            out[f"learned/{split}"] = summarize(learned_results(agent, terminal, tok, tasks, samples, config, key), ks)
-            out[f"sim_to_real_gap/{split}"] = (out[f"learned/{split}"]["all"]["pass@1"]
-                                               - out[f"real/{split}"]["all"]["pass@1"])
+            judges["learned"] = lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key)
+        for judge, run in judges.items():
+            results, episodes = run(samples, config)
+            summary = summarize(results, ks)
+            write_episodes(episodes_dir, f"{judge}-{split}-sampled.jsonl", episodes)
+            if greedy:
+                results, episodes = run(1, greedy_config(config))
+                for family, row in summarize(results, (1,), metric="greedy").items():
+                    summary[family].update(row)
+                write_episodes(episodes_dir, f"{judge}-{split}-greedy.jsonl", episodes)
+            out[f"{judge}/{split}"] = summary
+        if terminal is not None:
+            for metric in ("pass@1", "greedy") if greedy else ("pass@1",):
+                suffix = "" if metric == "pass@1" else "_greedy"
+                out[f"sim_to_real_gap{suffix}/{split}"] = (out[f"learned/{split}"]["all"][metric]
+                                                           - out[f"real/{split}"]["all"][metric])
     return out
+
+
+def write_episodes(directory, name: str, episodes: list[Episode]) -> None:
+    if directory is not None:
+        pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+        write_jsonl(pathlib.Path(directory) / name, episodes)
 
 
 def ceiling_report(in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, backend: str,
                    workers: int, seed: int = 0) -> dict:
-    """The expert solutions on the tasks `report` draws, run for real: the pass rate a perfect agent reaches."""
+    """The expert solutions on the tasks `report` draws, run for real: the pass rate a perfect agent
+    reaches. The expert is deterministic, so its one attempt is both its pass@1 and its greedy rate."""
     splits = eval_splits(in_families, held_out_families)
-    return {f"real/{split}": summarize(expert_results(eval_tasks(families, tasks_per_split, seed), backend, workers),
-                                       (1,))
-            for split, families in splits.items() if families}
+    out = {}
+    for split, families in splits.items():
+        if families:
+            results = expert_results(eval_tasks(families, tasks_per_split, seed), backend, workers)
+            out[f"real/{split}"] = summarize(results, (1,))
+            for family, row in summarize(results, (1,), metric="greedy").items():
+                out[f"real/{split}"][family].update(row)
+    return out
 
 
 def untrained_like(agent_config) -> tuple:
@@ -193,6 +241,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature of the sampled attempts (default: the agent config's)")
+    parser.add_argument("--no-greedy", dest="greedy", action="store_false",
+                        help="skip the greedy attempt per task (pass@k only)")
+    parser.add_argument("--episodes-dir", default="", help="write every attempt here as Episode JSONL")
     parser.add_argument("--out", default="", help="write the report JSON here too")
 
 
@@ -210,11 +263,14 @@ def main(args) -> int:
             raise SystemExit("the agent and the terminal were trained with different tokenizers")
         terminal = nnx.split(terminal_model)
         cache_len = min(cache_len, int(terminal_config.model.max_len))
+    if args.temperature is not None:
+        agent_config.agent.temperature = args.temperature
     config = rollout_config_of(agent_config, cache_len)
     common = dict(tasks_per_split=args.tasks, samples=args.samples, ks=tuple(int(k) for k in args.ks.split(",")),
                   config=config, key=jax.random.key(args.seed), backend=args.backend, workers=args.workers,
-                  seed=args.seed)
-    out = {"agent": report(nnx.split(agent_model), tok, in_families, held, terminal=terminal, **common)}
+                  seed=args.seed, greedy=args.greedy)
+    out = {"agent": report(nnx.split(agent_model), tok, in_families, held, terminal=terminal,
+                           episodes_dir=args.episodes_dir or None, **common)}
     if args.floor:
         out["floor"] = report(untrained_like(agent_config), tok, in_families, held, **common)
     if args.ceiling:

@@ -5,22 +5,29 @@
 Regimes (same architecture; the same number of optimizer updates, train.steps, in every regime):
   A   assistant-masked SFT: the trainer with data.regime "agent"            -> W/checkpoints
   B   full-transcript SFT (ECHO in SFT): data.regime "full", lambda_obs     -> W/checkpoints
-  C   A for train.steps - rounds·round_steps updates (W/sft), then `rounds` times: roll the agent
-      out on fresh tasks inside the learned terminal (agent.terminal), keep the sessions the learned
-      verifier passes (a fraction re-checked by replay in real sandboxes; a failed re-check drops the
-      session, and a re-check precision under min_recheck_precision drops the unchecked ones), write them to W/imagined/round-K.jsonl, and SFT (regime "agent") on the original data
-      plus every imagined file so far, round_steps updates from the previous round (W/round-K)
-  RL  A for train.steps - rl_steps updates (W/sft), then rl_steps GRPO updates (twjax.rl) in the
+  C   A's run through update train.steps - rounds·round_steps (W/sft), then `rounds` times: roll
+      the agent out on fresh tasks inside the learned terminal (agent.terminal), keep the sessions
+      the learned verifier passes (a fraction re-checked by replay in real sandboxes; a failed
+      re-check drops the session, and a re-check precision under min_recheck_precision drops the
+      unchecked ones), write them to W/imagined/round-K.jsonl, and SFT (regime "agent") on the
+      original data plus every imagined file so far, round_steps updates from the previous round
+      (W/round-K)
+  RL  A's run through update train.steps - rl_steps (W/sft), then rl_steps GRPO updates (twjax.rl) in the
       learned terminal, groups of group_size attempts per task, a real_fraction of the groups rolled
       out in real sandboxes with the real verifier as reward                  -> W/rl
+C and RL thus branch off A's own trajectory; with agent.shared_sft the trials of a sweep train that
+run once and link its checkpoints (a_phase).
 Two references share the eval, so an experiment's table shows the floor and the ceiling beside the regimes:
   UNTRAINED  the same architecture with fresh weights (seed train.seed), no updates  -> W/untrained
   EXPERT     no agent: each eval task's expert solution run for real
 Finally the agent is judged on held-out tasks in real sandboxes (and inside the learned terminal
-when one exists): W/metrics.json and the last stdout line hold the pass rates (agent_eval).
+when one exists): W/metrics.json and the last stdout line hold the pass rates (agent_eval), and
+W/eval/*.jsonl every attempt as an episode with its verdict.
 W/agent.json names the directory of the final agent (loadable with checkpoint_io.load_for_inference).
 """
 import argparse
+import fcntl
+import hashlib
 import json
 import math
 import pathlib
@@ -43,6 +50,7 @@ TRAIN_SEED_OFFSET = 5_000_000  # tasks drawn for C and RL: seeds apart from coll
 AGENT_DEFAULTS = dict(
     regime="A",
     terminal="runs/terminal",       # learned-terminal workdir (C, RL, and the learned-terminal eval)
+    shared_sft="",                  # where trials share A's run (a_phase); "" = each trains its own
     # C
     rounds=2,
     round_steps=10,
@@ -71,8 +79,9 @@ AGENT_DEFAULTS = dict(
     workers=4,
     # eval
     eval_tasks=8,                   # per split (in-distribution, held-out families); 0 skips the eval
-    eval_samples=2,
+    eval_samples=2,                 # sampled attempts per task (pass@k), at `temperature`
     eval_ks=(1, 2),
+    eval_greedy=True,               # plus one greedy attempt per task (`greedy`)
 )
 
 
@@ -99,12 +108,9 @@ def draw_tasks(config, count: int, stream: int):
             for i in range(count)]
 
 
-def sft(config, workdir: pathlib.Path, regime: str, steps: int, train_paths: str | None = None,
-        init_from: str = "") -> pathlib.Path:
-    """The trainer, unchanged, on a copy of the config; a phase already trained to `steps` is
-    kept (a rerun of agent train resumes at the first unfinished phase)."""
-    if (workdir / "checkpoints" / str(steps) / checkpoint_io.STATE).is_dir():
-        return workdir
+def phase_config(config, regime: str, steps: int, train_paths: str | None = None,
+                 init_from: str = "") -> ml_collections.ConfigDict:
+    """The trainer's config for one SFT phase: `steps` updates of data.regime `regime`."""
     run = ml_collections.ConfigDict(config.to_dict())
     run.data.regime = regime
     run.train.steps = steps
@@ -114,8 +120,89 @@ def sft(config, workdir: pathlib.Path, regime: str, steps: int, train_paths: str
         run.data.train = train_paths
     if init_from:
         run.train.init_from = init_from
+    return run
+
+
+def has_checkpoint(workdir: pathlib.Path, step: int) -> bool:
+    return (workdir / "checkpoints" / str(step) / checkpoint_io.STATE).is_dir()
+
+
+def sft(config, workdir: pathlib.Path, regime: str, steps: int, train_paths: str | None = None,
+        init_from: str = "") -> pathlib.Path:
+    """The trainer, unchanged, on a copy of the config; a phase already trained to `steps` is
+    kept (a rerun of agent train resumes at the first unfinished phase)."""
+    if not has_checkpoint(workdir, steps):
+        train.train(phase_config(config, regime, steps, train_paths, init_from), workdir)
+    return workdir
+
+
+# ---------------------------------------------------------------------------- A's run, shared
+
+
+def a_run_config(config) -> ml_collections.ConfigDict:
+    """Regime A's run: train.steps updates of data.regime "agent"."""
+    return phase_config(config, "agent", int(config.train.steps))
+
+
+def branch_steps(config) -> list[int]:
+    """The updates of A's run that some regime starts from: C's and RL's base_steps, and A's end."""
+    later = [int(config.agent.rounds) * int(config.agent.round_steps), int(config.agent.rl_steps), 0]
+    return sorted({int(config.train.steps) - n for n in later if int(config.train.steps) - n > 0})
+
+
+def a_run_key(config) -> str:
+    """What fixes A's run's parameters at every step: everything but the agent block and the
+    bookkeeping (when to evaluate, checkpoint, log; where to cache compiled programs)."""
+    run = a_run_config(config).to_dict()
+    run.pop("agent", None)
+    for name in ("stop_at", "eval_every", "ckpt_every", "keep_ckpts", "progress", "log_every", "compilation_cache"):
+        run["train"].pop(name, None)
+    return hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def a_phase(config, workdir: pathlib.Path, stop: int) -> pathlib.Path:
+    """Regime A's run through update `stop`, in workdir: A itself (stop = train.steps), and where C
+    and RL start (their base_steps), so C and RL branch off A's own trajectory (its learning-rate
+    schedule spans train.steps). With agent.shared_sft, the trials of a sweep that share A's run
+    (same config and seed) train it once: see shared_a_phase."""
+    if has_checkpoint(workdir, stop):
+        return workdir
+    if config.agent.shared_sft and shared_a_phase(config, workdir, stop):
+        return workdir
+    run = a_run_config(config)
+    run.train.stop_at = stop
     train.train(run, workdir)
     return workdir
+
+
+def shared_a_phase(config, workdir: pathlib.Path, stop: int) -> bool:
+    """A's run lives in agent.shared_sft/a-KEY (agent_train makes a relative path start at the
+    trial's workdir: "../shared-sft" is a sibling of a sweep's trials), trained
+    under a file lock through every branch step up to `stop`, each kept as a checkpoint; the one at
+    `stop` is linked into workdir with the run's files, so the workdir reads as if it had trained
+    there. False when the shared run went past `stop` without keeping it (a run made with other
+    agent.rounds / rl_steps): the caller then trains privately."""
+    shared = pathlib.Path(config.agent.shared_sft) / f"a-{a_run_key(config)}"
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        for branch in sorted({b for b in branch_steps(config) if b < stop} | {stop}):
+            if has_checkpoint(shared, branch):
+                continue
+            latest = max((int(p.name) for p in (shared / "checkpoints").glob("*") if p.name.isdigit()), default=0)
+            if latest > branch:
+                return False
+            run = a_run_config(config)
+            run.train.update(stop_at=branch, ckpt_every=int(config.train.steps), keep_ckpts=len(branch_steps(config)) + 1)
+            train.train(run, shared)
+    checkpoint_io.write_run_files(workdir, checkpoint_io.read_config(shared))
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    link = workdir / "checkpoints" / str(stop)
+    if not link.exists():
+        link.symlink_to(shared / "checkpoints" / str(stop), target_is_directory=True)
+    if not (workdir / "tb").exists():
+        (workdir / "tb").symlink_to(shared / "tb", target_is_directory=True)
+    return True
 
 
 def load_agent_and_terminal(config, agent_dir):
@@ -174,7 +261,7 @@ def imagine_round(config, agent_dir, round_index: int):
 
 def regime_c(config, workdir: pathlib.Path, log) -> pathlib.Path:
     rounds, round_steps = int(config.agent.rounds), int(config.agent.round_steps)
-    agent_dir = sft(config, workdir / "sft", "agent", base_steps(config, rounds * round_steps))
+    agent_dir = a_phase(config, workdir / "sft", base_steps(config, rounds * round_steps))
     imagined = []
     for k in range(1, rounds + 1):
         path = workdir / "imagined" / f"round-{k}.jsonl"
@@ -243,7 +330,7 @@ def save_params(workdir: pathlib.Path, config, params, step: int) -> None:
 
 def regime_rl(config, workdir: pathlib.Path, log) -> pathlib.Path:
     steps, epochs = int(config.agent.rl_steps), int(config.agent.ppo_epochs)
-    sft_dir = sft(config, workdir / "sft", "agent", base_steps(config, steps))
+    sft_dir = a_phase(config, workdir / "sft", base_steps(config, steps))
     out = workdir / "rl"
     if (out / "checkpoints").is_dir():
         return out
@@ -297,7 +384,7 @@ def eval_families(config) -> tuple[list[str], list[str]]:
     return training_families(config), list(config.agent.held_out_families)
 
 
-def evaluate(config, agent_dir) -> dict:
+def evaluate(config, agent_dir, episodes_dir: pathlib.Path) -> dict:
     _, tok, agent_model = checkpoint_io.load_for_inference(agent_dir)
     terminal, cache_len = None, int(config.model.max_len)
     if pathlib.Path(config.agent.terminal, "config.json").exists():
@@ -308,7 +395,7 @@ def evaluate(config, agent_dir) -> dict:
         tasks_per_split=int(config.agent.eval_tasks), samples=int(config.agent.eval_samples),
         ks=tuple(int(k) for k in config.agent.eval_ks), config=agent_eval.rollout_config_of(config, cache_len),
         key=jax.random.key(int(config.train.seed)), backend=config.agent.backend, workers=int(config.agent.workers),
-        terminal=terminal)
+        terminal=terminal, greedy=bool(config.agent.eval_greedy), episodes_dir=episodes_dir)
 
 
 def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:
@@ -317,8 +404,10 @@ def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:
     try:
         if regime == "UNTRAINED":
             final = untrained(config, workdir)
-        elif regime in ("A", "B"):
-            final = sft(config, workdir, "agent" if regime == "A" else "full", int(config.train.steps))
+        elif regime == "A":
+            final = a_phase(config, workdir, int(config.train.steps))
+        elif regime == "B":
+            final = sft(config, workdir, "full", int(config.train.steps))
         elif regime == "C":
             final = regime_c(config, workdir, log)
         else:
@@ -326,7 +415,7 @@ def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:
         (workdir / "agent.json").write_text(json.dumps({"regime": regime, "final": str(final)}) + "\n")
         result = {"regime": regime, "final": str(final)}
         if int(config.agent.eval_tasks) > 0:
-            result["eval"] = evaluate(config, final)
+            result["eval"] = evaluate(config, final, workdir / "eval")
     finally:
         log.close()
     return result
@@ -336,6 +425,8 @@ def agent_train(config, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     config = with_agent_defaults(config)
     workdir.mkdir(parents=True, exist_ok=True)
+    if config.agent.shared_sft:  # relative to the trial's workdir, whichever phase directory uses it
+        config.agent.shared_sft = str((workdir / config.agent.shared_sft).resolve())
     # Every phase shares the persistent cache, so the rollout and eval programs compile once per grid.
     train.enable_compilation_cache(config.train.compilation_cache)
     regime = config.agent.regime
