@@ -195,15 +195,21 @@ def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
     agent = jitted_init(checkpoint_io.model_config(config), 0)
     common = dict(tasks_per_split=2, samples=2, ks=(1, 2), config=agent_eval.rollout_config_of(config, 192),
                   key=jax.random.key(0), backend=available_backend(), workers=2)
-    out = agent_eval.report(agent, tok, ["files_dirs"], [], episodes_dir=tmp_path / "eval", **common)
-    row = out["real/in_distribution"]["all"]
-    assert set(row) == {"tasks", *(f"{m}{s}" for m in ("pass@1", "pass@2", "greedy") for s in ("", "_low", "_high"))}
-    sampled = list(read_jsonl(tmp_path / "eval" / "real-in_distribution-sampled.jsonl"))
-    greedy = list(read_jsonl(tmp_path / "eval" / "real-in_distribution-greedy.jsonl"))
-    assert len(sampled) == 4 and len(greedy) == 2
-    assert row["pass@1"] == np.mean([e.extra["passed"] for e in sampled])
-    assert row["greedy"] == np.mean([e.extra["passed"] for e in greedy])
-    assert all(e.extra["judge"] == "real" and e.extra["family"] == "files_dirs" for e in sampled + greedy)
+    terminal = jitted_init(checkpoint_io.model_config(config), 1)  # any model of the tokenizer can stand in
+    out = agent_eval.report(agent, tok, ["files_dirs"], [], terminal=terminal, episodes_dir=tmp_path / "eval",
+                            **common)
+    for judge in ("real", "learned"):
+        row = out[f"{judge}/in_distribution"]["all"]
+        assert set(row) == {"tasks", *(f"{m}{s}" for m in ("pass@1", "pass@2", "greedy")
+                                       for s in ("", "_low", "_high"))}
+        sampled = list(read_jsonl(tmp_path / "eval" / f"{judge}-in_distribution-sampled.jsonl"))
+        greedy = list(read_jsonl(tmp_path / "eval" / f"{judge}-in_distribution-greedy.jsonl"))
+        assert len(sampled) == 4 and len(greedy) == 2
+        assert row["pass@1"] == np.mean([e.extra["passed"] for e in sampled])
+        assert row["greedy"] == np.mean([e.extra["passed"] for e in greedy])
+        assert all(e.extra["judge"] == judge and e.extra["family"] == "files_dirs" for e in sampled + greedy)
+    assert out["sim_to_real_gap_greedy/in_distribution"] == pytest.approx(
+        out["learned/in_distribution"]["all"]["greedy"] - out["real/in_distribution"]["all"]["greedy"])
     agent_eval.report(agent, tok, ["files_dirs"], [], episodes_dir=tmp_path / "again", **common)
     again = list(read_jsonl(tmp_path / "again" / "real-in_distribution-greedy.jsonl"))
     assert [[t.command for t in e.turns] for e in again] == [[t.command for t in e.turns] for e in greedy]

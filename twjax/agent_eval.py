@@ -92,12 +92,18 @@ def counts(tasks, samples: int, passed_N) -> list[dict]:
     return [{"family": t.family, "task_id": t.id, "n": samples, "c": int(p.sum())} for t, p in zip(tasks, passed_TxS)]
 
 
-def attempt_episodes(tok, state, attempts, passed, judge: str) -> list[Episode]:
-    """The attempts as Episodes (W/eval/*.jsonl), each with its task and verdict, to read or replay."""
+def attempt_episodes(tok, state, attempts, judge: str) -> list[Episode]:
+    """The attempts as Episodes (W/eval/*.jsonl), each with its task, to read or replay."""
     episodes = rollout_episodes.state_to_episodes(tok, state, [f"{t.id}-attempt{i}" for i, t in enumerate(attempts)],
                                                   [t.instruction for t in attempts], {"judge": judge})
-    for episode, task, ok in zip(episodes, attempts, passed):
-        episode.extra.update(family=task.family, task_id=task.id, passed=bool(ok))
+    for episode, task in zip(episodes, attempts):
+        episode.extra.update(family=task.family, task_id=task.id)
+    return episodes
+
+
+def with_verdicts(episodes: list[Episode], passed) -> list[Episode]:
+    for episode, ok in zip(episodes, passed):
+        episode.extra["passed"] = bool(ok)
     return episodes
 
 
@@ -125,7 +131,7 @@ def grounded_passes(agent, tok, attempts, config: rollout.RolloutConfig, key, ba
     prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in attempts], MAX_PROMPT_LEN)
     state, passed = grounded.grounded_rollout(*agent, tok, attempts, prompts_BxP, lengths_B, key, config=config,
                                               backend=backend, workers=workers)
-    return passed, attempt_episodes(tok, state, attempts, passed, "real")
+    return passed, with_verdicts(attempt_episodes(tok, state, attempts, "real"), passed)
 
 
 def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.RolloutConfig, key):
@@ -135,9 +141,10 @@ def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.R
     prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in attempts], MAX_PROMPT_LEN)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, key,
                             markers=rollout.Markers.from_tokenizer(tok), config=config)
+    episodes = attempt_episodes(tok, state, attempts, "learned")  # learned_verdicts consumes the state
     _, passed = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in attempts],
                                           config=config)
-    return counts(tasks, samples, passed), attempt_episodes(tok, state, attempts, passed, "learned")
+    return counts(tasks, samples, passed), with_verdicts(episodes, passed)
 
 
 def expert_results(tasks, backend: str, workers: int) -> list[dict]:
