@@ -3,12 +3,13 @@
     twjax agent eval --agent W_AGENT [--terminal W_TERMINAL] [--floor] [--ceiling] --out report.json
 
 Each held-out task is attempted `samples` times at the sampling temperature (pass@k), and once
-greedily (`greedy`: the agent's single best guess, the pass@1 a user of the agent gets). In real sandboxes (grounded.grounded_rollout: the
-real verifier's exit code) and, given a learned terminal, inside it (rollout + learned_verdicts: the
-learned verifier), so the two pass rates give the sim-to-real gap of the same agent. pass@k is the
-unbiased estimator 1 - C(n-c, k) / C(n, k) of n attempts with c passes (Chen et al. 2021), averaged
-over tasks; its confidence interval resamples tasks (percentile bootstrap). Floor: an untrained
-agent of the same architecture. Ceiling: the tasks' expert solutions run for real.
+greedily (`greedy`: the agent's single best guess, the pass@1 a user of the agent gets). In real
+sandboxes (grounded.grounded_rollout: the real verifier's exit code) and, given a learned terminal,
+inside it (rollout + learned_verdicts: the learned verifier), so the two pass rates give the
+sim-to-real gap of the same agent. pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) of n
+attempts with c passes (Chen et al. 2021), averaged over tasks; its confidence interval resamples
+tasks (percentile bootstrap). Floor: an untrained agent of the same architecture. Ceiling: the
+tasks' expert solutions run for real.
 
 Held-out tasks: in-distribution families drawn with seeds far from any training seed, and the
 families the data config holds out entirely.

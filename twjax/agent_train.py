@@ -193,7 +193,8 @@ def shared_a_phase(config, workdir: pathlib.Path, stop: int) -> bool:
             if latest > branch:
                 return False
             run = a_run_config(config)
-            run.train.update(stop_at=branch, ckpt_every=int(config.train.steps), keep_ckpts=len(branch_steps(config)) + 1)
+            run.train.update(stop_at=branch, ckpt_every=int(config.train.steps),
+                             keep_ckpts=len(branch_steps(config)) + 1)
             train.train(run, shared)
     checkpoint_io.write_run_files(workdir, checkpoint_io.read_config(shared))
     (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
