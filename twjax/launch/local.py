@@ -111,11 +111,11 @@ class Runner:
             try:
                 for item in enumerate(todo, 1):
                     futures.append(pool.submit(work, item))
-                concurrent.futures.wait(futures)
+                wait_waking(futures)
             except KeyboardInterrupt:
                 interrupted = True
                 self.stop()
-                concurrent.futures.wait(futures)
+                wait_waking(futures)
         for future in futures:
             future.result()  # a bug in the launcher itself is raised, not swallowed
         records = write_summary(self.experiment, self.records_dir)
@@ -220,6 +220,16 @@ class Runner:
         tail = (trial_dir / LOG).read_bytes().decode("utf-8", errors="replace").splitlines()[-FAILED_LOG_LINES:]
         self.say(f"{tag} FAILED {record['name']}: {record['status']} (exit {record['returncode']}); "
                  f"log {trial_dir / LOG}\n" + "\n".join("    " + line for line in tail))
+
+
+def wait_waking(futures: list[concurrent.futures.Future]) -> None:
+    """Waits for every future, waking twice a second.
+
+    When the kernel hands Ctrl-C to a worker thread, Python only flags it for the main thread, which
+    acts on it when it next wakes; an untimed wait would sleep through it until the trials end.
+    """
+    while concurrent.futures.wait(futures, timeout=0.5).not_done:
+        pass
 
 
 def kill_groups(processes: list[subprocess.Popen]) -> None:
