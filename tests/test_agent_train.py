@@ -196,8 +196,9 @@ def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
     common = dict(tasks_per_split=2, samples=2, ks=(1, 2), config=agent_eval.rollout_config_of(config, 192),
                   key=jax.random.key(0), backend=available_backend(), workers=2)
     terminal = jitted_init(checkpoint_io.model_config(config), 1)  # any model of the tokenizer can stand in
+    # The learned judge runs under its own, shorter context; the real one keeps the agent's.
     out = agent_eval.report(agent, tok, ["files_dirs"], [], terminal=terminal, episodes_dir=tmp_path / "eval",
-                            **common)
+                            learned_config=agent_eval.rollout_config_of(config, 160), **common)
     for judge in ("real", "learned"):
         row = out[f"{judge}/in_distribution"]["all"]
         assert set(row) == {"tasks", *(f"{m}{s}" for m in ("pass@1", "pass@2", "greedy")
@@ -208,11 +209,22 @@ def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
         assert row["pass@1"] == np.mean([e.extra["passed"] for e in sampled])
         assert row["greedy"] == np.mean([e.extra["passed"] for e in greedy])
         assert all(e.extra["judge"] == judge and e.extra["family"] == "files_dirs" for e in sampled + greedy)
+        assert all(e.extra["tokens"] <= (160 if judge == "learned" else 192) for e in sampled + greedy)
     assert out["sim_to_real_gap_greedy/in_distribution"] == pytest.approx(
         out["learned/in_distribution"]["all"]["greedy"] - out["real/in_distribution"]["all"]["greedy"])
     agent_eval.report(agent, tok, ["files_dirs"], [], episodes_dir=tmp_path / "again", **common)
     again = list(read_jsonl(tmp_path / "again" / "real-in_distribution-greedy.jsonl"))
     assert [[t.command for t in e.turns] for e in again] == [[t.command for t in e.turns] for e in greedy]
+
+
+def test_real_judge_keeps_the_agents_context_and_the_learned_judge_the_shorter_one():
+    def with_len(n):
+        return agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", [f"model.max_len={n}"]))
+    real, learned = agent_eval.judge_configs(with_len(512), with_len(256))
+    assert (real.cache_len, learned.cache_len) == (512, 256)
+    assert real == agent_eval.rollout_config_of(with_len(512), 512)
+    assert [c.cache_len for c in agent_eval.judge_configs(with_len(256), with_len(512))] == [256, 256]
+    assert [c.cache_len for c in agent_eval.judge_configs(with_len(384))] == [384, 384]
 
 
 def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_path, monkeypatch):

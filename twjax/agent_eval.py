@@ -166,26 +166,29 @@ def greedy_config(config: rollout.RolloutConfig) -> rollout.RolloutConfig:
 
 def report(agent, tok, in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, samples: int,
            ks: tuple[int, ...], config: rollout.RolloutConfig, key, backend: str, workers: int,
-           terminal=None, seed: int = 0, greedy: bool = True, episodes_dir: str | pathlib.Path | None = None) -> dict:
+           terminal=None, learned_config: rollout.RolloutConfig | None = None, seed: int = 0, greedy: bool = True,
+           episodes_dir: str | pathlib.Path | None = None) -> dict:
     """The agent's pass rates in real sandboxes (and in the learned terminal, given one), split
     into in-distribution and held-out families: pass@k of `samples` sampled attempts, and (if
     greedy) `greedy`, one greedy attempt per task. Every attempt goes to episodes_dir, if given,
-    as {real,learned}-SPLIT-{sampled,greedy}.jsonl."""
+    as {real,learned}-SPLIT-{sampled,greedy}.jsonl. The learned judge runs under learned_config
+    (default: config), whose context the terminal's may shorten (judge_configs)."""
     splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        judges = {"real": lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers)}
+        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers), config)}
         if terminal is not None:
-            judges["learned"] = lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key)
-        for judge, run in judges.items():
-            results, episodes = run(samples, config)
+            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key),
+                                 learned_config or config)
+        for judge, (run, judge_config) in judges.items():
+            results, episodes = run(samples, judge_config)
             summary = summarize(results, ks)
             write_episodes(episodes_dir, f"{judge}-{split}-sampled.jsonl", episodes)
             if greedy:
-                results, episodes = run(1, greedy_config(config))
+                results, episodes = run(1, greedy_config(judge_config))
                 for family, row in summarize(results, (1,), metric="greedy").items():
                     summary[family].update(row)
                 write_episodes(episodes_dir, f"{judge}-{split}-greedy.jsonl", episodes)
@@ -233,6 +236,14 @@ def rollout_config_of(agent_config, cache_len: int) -> rollout.RolloutConfig:
         agent_sampling=rollout.Sampling(temperature=float(a.temperature)))
 
 
+def judge_configs(agent_config, terminal_config=None) -> tuple[rollout.RolloutConfig, rollout.RolloutConfig]:
+    """(real, learned) rollout limits: the real judge gives the agent its whole context, the learned
+    one no more than the terminal was trained on, so a short terminal never caps the real pass rate."""
+    agent_len = int(agent_config.model.max_len)
+    learned_len = agent_len if terminal_config is None else min(agent_len, int(terminal_config.model.max_len))
+    return rollout_config_of(agent_config, agent_len), rollout_config_of(agent_config, learned_len)
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -263,22 +274,20 @@ def main(args) -> int:
     agent_config = agent_train.with_agent_defaults(agent_config)
     held = [f for f in args.held_out_families.split(",") if f]
     in_families = [f for f in args.families.split(",") if f] or [f for f in sorted(registry.FAMILIES) if f not in held]
-    terminal = None
-    cache_len = int(agent_config.model.max_len)
+    terminal = terminal_config = None
     if args.terminal:
         terminal_config, terminal_tok, terminal_model = checkpoint_io.load_for_inference(args.terminal)
         if terminal_tok.model_proto != tok.model_proto:
             raise SystemExit("the agent and the terminal were trained with different tokenizers")
         terminal = nnx.split(terminal_model)
-        cache_len = min(cache_len, int(terminal_config.model.max_len))
     if args.temperature is not None:
         agent_config.agent.temperature = args.temperature
-    config = rollout_config_of(agent_config, cache_len)
+    config, learned_config = judge_configs(agent_config, terminal_config)
     common = dict(tasks_per_split=args.tasks, samples=args.samples, ks=tuple(int(k) for k in args.ks.split(",")),
                   config=config, key=jax.random.key(args.seed), backend=args.backend, workers=args.workers,
                   seed=args.seed, greedy=args.greedy)
     out = {"agent": report(nnx.split(agent_model), tok, in_families, held, terminal=terminal,
-                           episodes_dir=args.episodes_dir or None, **common)}
+                           learned_config=learned_config, episodes_dir=args.episodes_dir or None, **common)}
     if args.floor:
         out["floor"] = report(untrained_like(agent_config), tok, in_families, held, **common)
     if args.ceiling:

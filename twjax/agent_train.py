@@ -387,14 +387,15 @@ def eval_families(config) -> tuple[list[str], list[str]]:
 
 def evaluate(config, agent_dir, episodes_dir: pathlib.Path) -> dict:
     _, tok, agent_model = checkpoint_io.load_for_inference(agent_dir)
-    terminal, cache_len = None, int(config.model.max_len)
+    terminal = terminal_config = None
     if pathlib.Path(config.agent.terminal, "config.json").exists():
         terminal_config, _, terminal_model = checkpoint_io.load_for_inference(config.agent.terminal)
-        terminal, cache_len = nnx.split(terminal_model), min(cache_len, int(terminal_config.model.max_len))
+        terminal = nnx.split(terminal_model)
+    real_config, learned_config = agent_eval.judge_configs(config, terminal_config)
     return agent_eval.report(
         nnx.split(agent_model), tok, *eval_families(config),
         tasks_per_split=int(config.agent.eval_tasks), samples=int(config.agent.eval_samples),
-        ks=tuple(int(k) for k in config.agent.eval_ks), config=agent_eval.rollout_config_of(config, cache_len),
+        ks=tuple(int(k) for k in config.agent.eval_ks), config=real_config, learned_config=learned_config,
         key=jax.random.key(int(config.train.seed)), backend=config.agent.backend, workers=int(config.agent.workers),
         terminal=terminal, greedy=bool(config.agent.eval_greedy), episodes_dir=episodes_dir)
 
