@@ -13,7 +13,8 @@ seed) and the ceiling (EXPERT: the tasks' expert solutions). Every trial is `twj
 tasks in real sandboxes (W/metrics.json, the hparams table, and the sweep's results.md / .json /
 .png: mean and 95% CI over seeds).
 cpu: `bash tools/ablation_cpu.sh` makes the data, the tokenizer and the learned terminal
-(runs/ablation/terminal), then runs this grid (73 minutes on 2 cores, measured 2026-12-01).
+(runs/ablation/terminal), then runs this grid (36 minutes on 2 cores on 2026-12-01; about 66 on
+the slower VM of that morning).
 tpu: set agent.terminal to the workdir of a trained learned terminal (e.g. the best point of
 terminal_scaling) sharing data/ablation/tokenizer.model; data:
 `twjax collect --config configs/data/small.py --config.episodes.train=N --out data/ablation/nN`.
@@ -55,13 +56,14 @@ def get_config(arg=None):
     config.data.valid = f"{DATA}/n{largest}/valid-*.jsonl"
     config.data.tokenizer = f"{DATA}/tokenizer.model"  # the learned terminal's: C and RL need the same one
     if name == "cpu":
-        # Two CPU cores, 73 minutes for the grid: a 1.3M-parameter agent (d_model 128) makes
-        # 500 updates in ~4 minutes; the 4.1M tiny shape took 2.5x as long per update.
+        # Two CPU cores, 36-66 minutes for the grid: a 1.3M-parameter agent (d_model 128) makes
+        # 500 updates in 3-7 minutes; the 4.1M tiny shape took 2.5x as long per update.
         config.model.update(d_model=128, n_heads=4, n_kv_heads=1, d_ff=384)
         config.train.update(steps=500, eval_every=250, ckpt_every=250)
         # One run of A per seed, shared: C and RL link its checkpoints at their base steps.
-        # Temperature 0.6: A's agents pass real tasks 0.07-0.09 of the time sampled at 0.6 and
-        # 0.01-0.06 at 1.0 (greedy 0.15-0.18), so C's rounds and RL's groups hold some real successes.
+        # Temperature 0.6: A (seed 0) passes real tasks 0.147 / 0.088 / 0.044 of the time sampled
+        # at 0.3 / 0.6 / 1.0 (README), so C's rounds and RL's groups hold some real successes while
+        # the samples of a group still differ.
         config.agent.update(terminal="runs/ablation/terminal", shared_sft="../shared-sft", temperature=0.6,
                             rounds=2, round_steps=50, tasks_per_round=64, rl_steps=12, tasks_per_step=4,
                             group_size=8, real_fraction=0.25, max_command_tokens=48, eval_tasks=34, eval_samples=2,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CPU three-way ablation end to end on 2 cores: real transcripts (~20 min), the tokenizer and
-# the learned terminal the C and RL agents train in (~12 min), then the grid and its results table
+# The CPU three-way ablation end to end on 2 cores: real transcripts (15-21 min), the tokenizer and
+# the learned terminal the C and RL agents train in (7-14 min), then the grid and its results table
 # (runs/sweeps/three_way_ablation-cpu/results.md). Re-running skips what is done and resumes the rest.
 #   bash tools/ablation_cpu.sh
 # Paths are the ones experiments/three_way_ablation.py:cpu reads (relative to the repository).
