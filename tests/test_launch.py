@@ -416,31 +416,74 @@ def send_sigint_to_thread(pid: int, tid: int) -> None:
         raise OSError(ctypes.get_errno(), "tgkill failed")
 
 
+# Starts the sweep as a terminal would: SIGINT deliverable. A signal mask or an ignored SIGINT
+# survives exec, and the test process's own (which libraries and pytest's workers may change) is
+# not the launcher's to answer for. -X faulthandler: SIGABRT prints every thread's stack.
+CLEAN_SIGNALS = """
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.executable, [sys.executable, "-X", "faulthandler", *sys.argv[1:]])
+"""
+
+
+def signal_state(pid: int) -> str:
+    import os
+    import re
+    lines = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+        status = pathlib.Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        lines.append(f"thread {tid}: " + " ".join(re.findall(r"^(?:Sig(?:Pnd|Blk|Ign|Cgt)|ShdPnd):\s*\S+", status, re.M)))
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("thread", ["main", "worker"])
 def test_ctrl_c_stops_running_trials_and_their_children(tmp_path, thread):
     """Whichever of the sweep's threads the kernel hands Ctrl-C to, the trials stop at once."""
     import os
+    import signal
     import subprocess
     import time
 
     (tmp_path / "slow_prog.py").write_text(SLOW_PROGRAM)
     (tmp_path / "slow.py").write_text(SLOW.format(program=f"exec:{PY} {tmp_path / 'slow_prog.py'}"))
-    sweep_process = subprocess.Popen([PY, "-m", "twjax", "sweep", str(tmp_path / "slow.py"), "--exproot",
-                                      str(tmp_path / "runs")], stdout=subprocess.PIPE, text=True)
+    sweep_process = subprocess.Popen([PY, "-c", CLEAN_SIGNALS, "-m", "twjax", "sweep", str(tmp_path / "slow.py"),
+                                      "--exproot", str(tmp_path / "runs")], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
     pid_file = tmp_path / "runs" / "slow" / "x=1" / "child.pid"
-    deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.2)
-    pid = sweep_process.pid
-    threads = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
-    assert threads, "the sweep runs its trials from worker threads"
-    send_sigint_to_thread(pid, pid if thread == "main" else threads[-1])
-    out, _ = sweep_process.communicate(timeout=30)
-    assert sweep_process.returncode == 130, out
-    records = [json.loads(line) for line in (tmp_path / "runs" / "slow" / "trials.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == ["interrupted", "pending"]
-    child = int(pid_file.read_text())
-    time.sleep(0.2)
-    state = pathlib.Path(f"/proc/{child}/status")
-    assert not state.exists() or "zombie" in state.read_text()
+    passed = False
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid_file.exists(), "the trial did not start within 30 s"
+        time.sleep(0.2)
+        pid = sweep_process.pid
+        threads = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+        assert threads, "the sweep runs its trials from worker threads"
+        send_sigint_to_thread(pid, pid if thread == "main" else threads[-1])
+        try:
+            out, _ = sweep_process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            state = signal_state(pid)
+            sweep_process.send_signal(signal.SIGABRT)
+            _, stacks = sweep_process.communicate(timeout=30)
+            pytest.fail(f"the sweep ignored SIGINT for 30 s\n{state}\n{stacks}")
+        assert sweep_process.returncode == 130, out
+        records = [json.loads(line) for line in (tmp_path / "runs" / "slow" / "trials.jsonl").read_text().splitlines()]
+        assert [r["status"] for r in records] == ["interrupted", "pending"]
+        child = int(pid_file.read_text())
+        time.sleep(0.2)
+        state = pathlib.Path(f"/proc/{child}/status")
+        assert not state.exists() or "zombie" in state.read_text()
+        passed = True
+    finally:
+        if sweep_process.poll() is None:
+            sweep_process.kill()
+            sweep_process.communicate()
+        if not passed and pid_file.exists():  # a failed run leaves the trial's group behind: end it
+            try:
+                os.killpg(os.getpgid(int(pid_file.read_text())), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
