@@ -433,7 +433,8 @@ def signal_state(pid: int) -> str:
     lines = []
     for tid in sorted(os.listdir(f"/proc/{pid}/task")):
         status = pathlib.Path(f"/proc/{pid}/task/{tid}/status").read_text()
-        lines.append(f"thread {tid}: " + " ".join(re.findall(r"^(?:Sig(?:Pnd|Blk|Ign|Cgt)|ShdPnd):\s*\S+", status, re.M)))
+        fields = re.findall(r"^(?:Sig(?:Pnd|Blk|Ign|Cgt)|ShdPnd):\s*\S+", status, re.M)
+        lines.append(f"thread {tid}: " + " ".join(fields))
     return "\n".join(lines)
 
 
