@@ -6,7 +6,9 @@ Stages, each the `twjax` command a researcher would type (printed before it runs
   3. tokenizer  sentencepiece on the training transcripts
   4. train      the tiny learned terminal (TensorBoard under W/terminal/tb)
   5. evaluate   fidelity and exposure-bias curves against the baselines (W/terminal/eval)
-  6. report     W/REPORT.md: what was measured and where to look
+  6. agent      a regime-A agent on the same transcripts, judged in real sandboxes and inside the
+                learned terminal (W/agent: pass rates, the sim-to-real gap, every attempt)
+  7. report     W/REPORT.md: what was measured and where to look
 A finished stage is recorded in W/quickstart.json and skipped on a re-run; an interrupted stage
 resumes where it stopped (collect and train are resumable themselves).
 """
@@ -25,7 +27,7 @@ from twjax.harness.session import backend_status
 
 
 def stage_commands(workdir: pathlib.Path, args) -> list[tuple[str, list[str]]]:
-    data, terminal = workdir / "data", workdir / "terminal"
+    data, terminal, agent = workdir / "data", workdir / "terminal", workdir / "agent"
     train_glob, valid_glob, test_glob = (str(data / f"{split}-*.jsonl") for split in ("train", "valid", "test"))
     tokenizer = data / "tokenizer.model"
     return [
@@ -40,6 +42,10 @@ def stage_commands(workdir: pathlib.Path, args) -> list[tuple[str, list[str]]]:
         ("evaluate", ["evaluate", "--workdir", str(terminal), "--episodes", test_glob,
                       "--train-episodes", train_glob, "--max-episodes", str(args.eval_episodes),
                       "--backend", args.backend, "--json"]),
+        ("agent", ["agent", "train", "--config", args.agent_config, "--workdir", str(agent),
+                   "--config.agent.regime=A", f"--config.data.train={train_glob}",
+                   f"--config.data.valid={valid_glob}", f"--config.data.tokenizer={tokenizer}",
+                   f"--config.agent.terminal={terminal}", f"--config.agent.backend={args.backend}"]),
     ]
 
 
@@ -118,20 +124,39 @@ def write_report(workdir: pathlib.Path, timings: dict) -> pathlib.Path:
     pngs = sorted(glob.glob(str(workdir / "terminal" / "eval" / "**" / "*.png"), recursive=True))
     lines += ["Plots (per turn and per context length, with bootstrap intervals; survival with its fits):", "",
               *[f"- `{pathlib.Path(p).relative_to(workdir)}`" for p in pngs], ""]
+    lines += agent_section(json.loads((workdir / "agent" / "metrics.json").read_text())["eval"])
     report = workdir / "REPORT.md"
     report.write_text("\n".join(lines))
     return report
+
+
+AGENT_KEYS = ("greedy", "pass@1", "pass@2")
+
+
+def agent_section(evaluation: dict) -> list[str]:
+    """Pass rates of the quickstart's agent by judge and split, beside the sim-to-real gap."""
+    rows = [[f"{judge} / {split}", *(evaluation[f"{judge}/{split}"]["all"].get(k, "") for k in AGENT_KEYS)]
+            for judge in ("real", "learned") for split in ("in_distribution", "held_out_families")
+            if f"{judge}/{split}" in evaluation]
+    gaps = [f"`{name}` {value:.3f}" for name, value in sorted(evaluation.items()) if name.startswith("sim_to_real")]
+    return ["## Agent (regime A: assistant-masked SFT on the same transcripts; `agent/metrics.json`)", "",
+            "Judged by the tasks' verifiers in real sandboxes and inside the learned terminal; every attempt "
+            "with its verdict in `agent/eval/`.", "",
+            *table(["judge / split", *AGENT_KEYS], rows), "",
+            "Sim-to-real gap (learned minus real): " + ", ".join(gaps) + ".", ""]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--data-config", default="configs/data/tiny.py")
     parser.add_argument("--model-config", default="configs/terminal.py:tiny")
+    parser.add_argument("--agent-config", default="configs/agent.py:tiny")
     parser.add_argument("--steps", type=int, default=0,
                         help="training steps of the terminal (default: the preset's; tiny's 250 take ~5 min here)")
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--eval-episodes", type=int, default=64)
-    parser.add_argument("--backend", default="bwrap", help="sandbox for collection: bwrap (fast start), docker, auto")
+    parser.add_argument("--backend", default="bwrap",
+                        help="sandbox for collection and the agent's real judge: bwrap (fast start), docker, auto")
 
 
 def main(args) -> int:
