@@ -211,9 +211,9 @@ def load_agent_and_terminal(config, agent_dir):
     terminal_config, terminal_tok, terminal_model = checkpoint_io.load_for_inference(config.agent.terminal)
     if terminal_tok.model_proto != tok.model_proto:
         raise SystemExit("the agent and the learned terminal were trained with different tokenizers")
-    cache_len = min(int(config.model.max_len), int(terminal_config.model.max_len))
-    return (tok, nnx.split(agent_model), nnx.split(terminal_model),
-            agent_eval.rollout_config_of(config, cache_len))
+    # C's and RL's rollouts run in the terminal (RL's real groups too: one batch, one shape).
+    _, learned_config = agent_eval.judge_configs(config, terminal_config)
+    return tok, nnx.split(agent_model), nnx.split(terminal_model), learned_config
 
 
 # ---------------------------------------------------------------------------- regime C
