@@ -145,8 +145,15 @@ def test_rl_checkpoint_loads_for_inference(tmp_path):
                                                       "model.n_kv_heads=1", "model.d_ff=64"])
     _, params = jitted_init(checkpoint_io.model_config(config), 3)
     agent_train.save_params(tmp_path / "rl", config, params, step=5)
-    _, _, loaded = checkpoint_io.load_for_inference(tmp_path / "rl")
+    _, tok, loaded = checkpoint_io.load_for_inference(tmp_path / "rl")
     assert same(nnx.split(loaded)[1], params)
+    # Loaded as the terminal of an agent: only with the tokenizer it was trained with.
+    _, (_, terminal_params) = checkpoint_io.load_terminal(tmp_path / "rl", tok)
+    assert same(terminal_params, params)
+    write_jsonl(tmp_path / "other.jsonl", make_episodes(60, seed=2))
+    tokenizer.train([str(tmp_path / "other.jsonl")], str(tmp_path / "other.model"), vocab_size=420)
+    with pytest.raises(SystemExit, match="different tokenizers"):
+        checkpoint_io.load_terminal(tmp_path / "rl", tokenizer.Tokenizer.load(str(tmp_path / "other.model")))
 
 
 

@@ -276,10 +276,7 @@ def main(args) -> int:
     in_families = [f for f in args.families.split(",") if f] or [f for f in sorted(registry.FAMILIES) if f not in held]
     terminal = terminal_config = None
     if args.terminal:
-        terminal_config, terminal_tok, terminal_model = checkpoint_io.load_for_inference(args.terminal)
-        if terminal_tok.model_proto != tok.model_proto:
-            raise SystemExit("the agent and the terminal were trained with different tokenizers")
-        terminal = nnx.split(terminal_model)
+        terminal_config, terminal = checkpoint_io.load_terminal(args.terminal, tok)
     if args.temperature is not None:
         agent_config.agent.temperature = args.temperature
     config, learned_config = judge_configs(agent_config, terminal_config)

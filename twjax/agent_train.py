@@ -208,12 +208,10 @@ def shared_a_phase(config, workdir: pathlib.Path, stop: int) -> bool:
 
 def load_agent_and_terminal(config, agent_dir):
     _, tok, agent_model = checkpoint_io.load_for_inference(agent_dir)
-    terminal_config, terminal_tok, terminal_model = checkpoint_io.load_for_inference(config.agent.terminal)
-    if terminal_tok.model_proto != tok.model_proto:
-        raise SystemExit("the agent and the learned terminal were trained with different tokenizers")
+    terminal_config, terminal = checkpoint_io.load_terminal(config.agent.terminal, tok)
     # C's and RL's rollouts run in the terminal (RL's real groups too: one batch, one shape).
     _, learned_config = agent_eval.judge_configs(config, terminal_config)
-    return tok, nnx.split(agent_model), nnx.split(terminal_model), learned_config
+    return tok, nnx.split(agent_model), terminal, learned_config
 
 
 # ---------------------------------------------------------------------------- regime C
@@ -389,8 +387,7 @@ def evaluate(config, agent_dir, episodes_dir: pathlib.Path) -> dict:
     _, tok, agent_model = checkpoint_io.load_for_inference(agent_dir)
     terminal = terminal_config = None
     if pathlib.Path(config.agent.terminal, "config.json").exists():
-        terminal_config, _, terminal_model = checkpoint_io.load_for_inference(config.agent.terminal)
-        terminal = nnx.split(terminal_model)
+        terminal_config, terminal = checkpoint_io.load_terminal(config.agent.terminal, tok)
     real_config, learned_config = agent_eval.judge_configs(config, terminal_config)
     return agent_eval.report(
         nnx.split(agent_model), tok, *eval_families(config),

@@ -161,3 +161,12 @@ def load_for_inference(workdir: str | pathlib.Path, step: int | None = None, mes
         placements = sharding.shardings(abstract_params, mesh)
     params = restore_params(workdir, placed(abstract_params, placements), step)
     return config, tokenizer, nnx.merge(graphdef, params)
+
+
+def load_terminal(workdir: str | pathlib.Path, agent_tokenizer: tokenizer_lib.Tokenizer):
+    """-> (config, (graphdef, params)) of the learned terminal in `workdir`, for an agent that uses
+    `agent_tokenizer`: the two models share one token stream, so their tokenizers must be the same."""
+    config, tokenizer, model = load_for_inference(workdir)
+    if tokenizer.model_proto != agent_tokenizer.model_proto:
+        raise SystemExit(f"the agent and the terminal in {workdir} were trained with different tokenizers")
+    return config, nnx.split(model)

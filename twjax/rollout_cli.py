@@ -45,9 +45,7 @@ def draw_tasks(families: list[str], count: int, seed: int, difficulty: int):
 
 def main(args) -> int:
     _, tok, agent_model = checkpoint_io.load_for_inference(args.agent)
-    terminal_config, terminal_tok, terminal_model = checkpoint_io.load_for_inference(args.terminal)
-    if tok.model_proto != terminal_tok.model_proto:
-        raise SystemExit("the agent and the terminal were trained with different tokenizers")
+    terminal_config, terminal = checkpoint_io.load_terminal(args.terminal, tok)
     families = [f for f in args.families.split(",") if f] or sorted(registry.FAMILIES)
     tasks = draw_tasks(families, args.count, args.seed, args.difficulty)
     cache_len = args.cache_len or int(terminal_config.model.max_len)
@@ -55,7 +53,7 @@ def main(args) -> int:
         max_turns=args.max_turns, max_command_tokens=args.max_command_tokens,
         max_output_tokens=args.max_output_tokens, cache_len=cache_len, reserve=min(96, cache_len // 4),
         agent_sampling=rollout.Sampling(temperature=args.temperature, top_p=args.top_p))
-    batch = interleave.mixed_batch(nnx.split(agent_model), nnx.split(terminal_model), tok, tasks,
+    batch = interleave.mixed_batch(nnx.split(agent_model), terminal, tok, tasks,
                                    jax.random.key(args.seed), config=config, real_fraction=args.real_fraction,
                                    backend=args.backend, workers=args.workers)
     write_jsonl(args.out, batch.episodes)
