@@ -100,17 +100,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def main(args) -> int:
-    config = configlib.load(args.config, args.config_overrides)
+def fixed_work_rollout(config, args):
+    """-> (model config, models, rollout config, prompts, prompt lengths) of a run whose amount of
+    work is known: every session takes exactly `args.turns` turns, each span runs to its limit."""
     model_config, models = make_models(config, args.vocab_size, seed=0)
     tokens_per_turn = args.command_tokens + args.output_tokens + 3
-    cache_len = args.prompt_len + args.turns * tokens_per_turn + 8
     rollout_config = rollout.RolloutConfig(
         max_turns=args.turns, min_turns=args.turns, max_command_tokens=args.command_tokens + 1,
-        max_output_tokens=args.output_tokens, cache_len=cache_len,
+        max_output_tokens=args.output_tokens, cache_len=args.prompt_len + args.turns * tokens_per_turn + 8,
         agent_sampling=rollout.Sampling(temperature=1.0), terminal_sampling=rollout.Sampling(temperature=0.0),
         cache_dtype=args.cache_dtype)
     prompts_BxP, lengths_B = random_prompts(args.batch, args.prompt_len, args.vocab_size, seed=0)
+    return model_config, models, rollout_config, prompts_BxP, lengths_B
+
+
+def main(args) -> int:
+    config = configlib.load(args.config, args.config_overrides)
+    model_config, models, rollout_config, prompts_BxP, lengths_B = fixed_work_rollout(config, args)
+    tokens_per_turn = args.command_tokens + args.output_tokens + 3
+    cache_len = rollout_config.cache_len
 
     peak = flops.measure_peak_flops()
     state, sim_s = time_compiled(models, prompts_BxP, lengths_B, rollout_config, args.repeats)

@@ -29,9 +29,11 @@ def synthetic_micro_batches(config, vocab_size: int, seed: int = 0) -> list[dict
                  roles=np.full(shape, 2, np.int32), weights=np.ones(shape, np.float32)) for t in tokens]
 
 
-def run(config, steps: int, warmup: int, peak_size: int) -> dict:
+def build_step(config, schedule_steps: int):
+    """-> (mesh, jitted train step, sharded state, one synthetic global batch): the trainer's own
+    step (twjax.train.make_train_step: sharded state, donation, AdamW) on random tokens."""
     mesh = sharding.make_mesh(config.mesh)
-    total_steps = max(config.train.steps, steps + warmup)
+    total_steps = max(config.train.steps, schedule_steps)
     tx = optim.make_optimizer(config.optim, total_steps)
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     graphdef, abstract_params = abstract_model(config)
@@ -44,6 +46,12 @@ def run(config, steps: int, warmup: int, peak_size: int) -> dict:
                       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated),
                       donate_argnums=(0,))
     batch = train.stacked_global_batch(synthetic_micro_batches(config, config.model.vocab_size), mesh)
+    return mesh, step_fn, state, batch
+
+
+def run(config, steps: int, warmup: int, peak_size: int) -> dict:
+    mesh, step_fn, state, batch = build_step(config, steps + warmup)
+    params = model_lib.param_count(state["params"])  # before the steps donate the state
     # The peak is measured before and after the timed steps and the higher one kept: on a shared
     # host the load drifts, and the higher peak gives the conservative (lower) MFU.
     peak_before = flops.measure_peak_flops(size=peak_size)
@@ -71,7 +79,7 @@ def run(config, steps: int, warmup: int, peak_size: int) -> dict:
     model_flops_per_s = flops_per_token * tokens_per_s
     peak_flops_per_s = max(peak_before, flops.measure_peak_flops(size=peak_size))
     return dict(
-        benchmark="train", config=config.get("preset", "?"), params=model_lib.param_count(abstract_params),
+        benchmark="train", config=config.get("preset", "?"), params=params,
         matmul_params=flops.matmul_params(cfg), vocab_size=cfg.vocab_size, batch=config.data.batch_size,
         grad_accum=config.optim.grad_accum, seq_len=seq_len, devices=jax.device_count(),
         backend=jax.default_backend(), mesh=dict(mesh.shape), dtype=str(cfg.compute_dtype), steps=steps,

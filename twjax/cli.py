@@ -30,6 +30,7 @@ COMMANDS = {
     "bench data": ("twjax.data", "benchmark the input pipeline (tokens/s, padding)"),
     "bench train": ("twjax.bench_train", "benchmark training throughput and MFU"),
     "bench rollout": ("twjax.bench_rollout", "benchmark the jitted rollout loop"),
+    "bench ops": ("twjax.bench_ops", "where a train or rollout step spends its time, per compiled operation"),
 }
 CONFIG_PREFIX = "--config."
 COMMAND_WORDS = {word for name in COMMANDS for word in name.split()}

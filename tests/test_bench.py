@@ -1,0 +1,48 @@
+"""The training and rollout benchmarks run end to end at toy sizes and report what they promise."""
+import json
+
+import pytest
+
+from twjax import cli
+
+TOY_MODEL = ["--config.model.d_model=32", "--config.model.n_layers=1", "--config.model.n_heads=2",
+             "--config.model.n_kv_heads=1", "--config.model.d_ff=64", "--config.data.seq_len=32",
+             "--config.model.max_len=32", "--config.data.batch_size=2"]
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_bench_train_reports_mfu_against_a_measured_peak(capsys):
+    assert cli.main(["bench", "train", "--json", "--steps", "2", "--warmup", "1", "--peak-size", "256",
+                     "--vocab-size", "128", *TOY_MODEL]) == 0
+    result = last_json(capsys)
+    assert result["tokens_per_s"] == pytest.approx(2 * 32 / result["step_s"])
+    assert result["model_flops_per_s"] == pytest.approx(result["model_flops_per_token"] * result["tokens_per_s"])
+    assert 0 < result["mfu"] == pytest.approx(result["model_flops_per_s"] / result["peak_flops_per_s"])
+
+
+def test_bench_rollout_compares_the_compiled_loop_with_python_and_real_terminals(capsys):
+    from harness_fixtures import available_backend
+    assert cli.main(["bench", "rollout", "--json", "--batch", "4", "--turns", "2", "--command-tokens", "3",
+                     "--output-tokens", "4", "--repeats", "1", "--python-sessions", "1", "--vocab-size", "128",
+                     "--real-backend", available_backend(), "--real-workers", "2", "--real-sessions", "2",
+                     *TOY_MODEL]) == 0
+    result = last_json(capsys)
+    assert result["sim_turns"] == 4 * 2  # every session takes exactly --turns turns
+    assert result["ratio_vs_real"] == pytest.approx(result["sim_turns_per_s"] / result["real_turns_per_s"], rel=0.02)
+    assert result["ratio_vs_python"] == pytest.approx(
+        result["sim_turns_per_s"] / result["python_loop_turns_per_s"], rel=0.02)
+    assert 0 < result["decode_fraction_of_peak"]
+
+
+@pytest.mark.parametrize("step", ["train", "rollout"])
+def test_bench_ops_attributes_step_time_to_compiled_operations(step, capsys):
+    assert cli.main(["bench", "ops", "--step", step, "--json", "--steps", "2", "--batch", "4", "--turns", "2",
+                     "--command-tokens", "3", "--output-tokens", "4", "--vocab-size", "128", *TOY_MODEL]) == 0
+    result = last_json(capsys)
+    assert result["steps"] >= 2 and result["op_ms_per_step"] > 0
+    assert "dot_general" in result["by_primitive"]  # every step multiplies matrices
+    assert sum(result["by_primitive"].values()) == pytest.approx(result["op_ms_per_step"], rel=0.01, abs=0.01)
+    assert result["top"] and all(op["ms"] > 0 and op["shape"] for op in result["top"])

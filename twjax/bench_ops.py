@@ -1,0 +1,130 @@
+"""`twjax bench ops --step train|rollout --json`: where a step's time goes, per compiled operation.
+
+Runs the step that `bench train` times (the trainer's jitted step on synthetic tokens) or the loop
+that `bench rollout` times (agent ⇄ terminal, random weights, fixed work), traces it with
+jax.profiler and sums the time of each compiled operation over the traced run. Each operation is
+named with its output shape and the jax primitive it came from (the HLO metadata), and the totals
+are grouped by primitive (`dot_general`, `slice`, `scatter`, `reduce_max`, ...). Times are ms per
+train step, or per loop step (one token of every row) for the rollout. Operations that run
+concurrently on the host's threads overlap, so their sum can exceed the wall time.
+"""
+import argparse
+import collections
+import pathlib
+import re
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from twjax import bench_rollout, bench_train, configlib, rollout, sharding
+from twjax.cli import print_result
+
+INSTRUCTION = re.compile(r'\s*(?:ROOT )?%([\w.\-]+) = (\S+) .*?op_name="([^"]*)"')
+
+
+def instruction_info(hlo_text: str) -> dict[str, tuple[str, str]]:
+    """Compiled instruction name -> (output shape, jax op path) from the HLO's metadata."""
+    return {m.group(1): (m.group(2), m.group(3)) for m in map(INSTRUCTION.match, hlo_text.splitlines()) if m}
+
+
+def traced_op_ns(run, known: dict) -> collections.Counter:
+    """Nanoseconds per compiled instruction while `run()` executes under jax.profiler; events that
+    are not instructions of `known` (runtime bookkeeping, Python) are left out."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            run()
+        trace_file = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda p: p.stat().st_mtime)
+        profile = jax.profiler.ProfileData.from_file(str(trace_file))
+    totals = collections.Counter()
+    for plane in profile.planes:
+        for line in plane.lines:
+            for event in line.events:
+                if event.name in known:
+                    totals[event.name] += event.duration_ns
+    return totals
+
+
+def summarize(totals: collections.Counter, known: dict, steps: int, wall_s: float, top: int) -> dict:
+    ms = lambda ns: round(ns / steps / 1e6, 3)  # noqa: E731
+    by_primitive = collections.Counter()
+    for name, ns in totals.items():
+        by_primitive[known[name][1].rsplit("/", 1)[-1]] += ns
+    return {
+        "steps": steps, "wall_ms_per_step": round(wall_s / steps * 1e3, 2),
+        "op_ms_per_step": ms(sum(totals.values())),
+        "by_primitive": {primitive: ms(ns) for primitive, ns in by_primitive.most_common()},
+        "top": [{"op": name, "ms": ms(ns), "shape": known[name][0], "from": known[name][1]}
+                for name, ns in totals.most_common(top)],
+    }
+
+
+def profile_train(config, steps: int, top: int) -> dict:
+    mesh, step_fn, state, batch = bench_train.build_step(config, steps + 2)
+    known = instruction_info(step_fn.lower(state, batch).compile().as_text())
+    with sharding.activation_sharding(mesh):
+        for _ in range(2):  # compilation and warm-up
+            state, metrics = step_fn(state, batch)
+        jax.block_until_ready(metrics)
+
+        def run():
+            nonlocal state, metrics
+            for _ in range(steps):
+                state, metrics = step_fn(state, batch)
+            jax.block_until_ready(metrics)
+
+        started = time.perf_counter()
+        totals = traced_op_ns(run, known)
+        wall_s = time.perf_counter() - started
+    return summarize(totals, known, steps, wall_s, top)
+
+
+def profile_rollout(config, args, top: int) -> dict:
+    _, models, rollout_config, prompts_BxP, lengths_B = bench_rollout.fixed_work_rollout(config, args)
+    loop_args = dict(markers=bench_rollout.MARKERS, config=rollout_config)
+
+    def start():
+        return rollout.prefill(*models, prompts_BxP, lengths_B, config=rollout_config)
+
+    key = jax.random.key(0)
+    known = instruction_info(rollout.run_loop.lower(*models, start(), key, **loop_args).compile().as_text())
+    jax.block_until_ready(rollout.run_loop(*models, start(), key, **loop_args))  # warm-up
+    state = start()
+    jax.block_until_ready(state)
+    final = []
+    started = time.perf_counter()
+    totals = traced_op_ns(lambda: final.append(jax.block_until_ready(rollout.run_loop(*models, state, key,
+                                                                                      **loop_args))), known)
+    wall_s = time.perf_counter() - started
+    steps = int(np.asarray(final[0].step))
+    return {"batch": args.batch, "cache_len": rollout_config.cache_len,
+            **summarize(totals, known, steps, wall_s, top)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--step", choices=("train", "rollout"), default="train")
+    parser.add_argument("--config", default="configs/terminal.py:tiny", help="config file[:preset]")
+    parser.add_argument("--vocab-size", type=int, default=2048,
+                        help="vocabulary when the config's model.vocab_size is 0")
+    parser.add_argument("--steps", type=int, default=3, help="train steps traced")
+    parser.add_argument("--top", type=int, default=25, help="operations listed one by one")
+    parser.add_argument("--batch", type=int, default=1024, help="rollout sessions")
+    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--command-tokens", type=int, default=12)
+    parser.add_argument("--output-tokens", type=int, default=24)
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def main(args) -> int:
+    config = configlib.load(args.config, getattr(args, "config_overrides", []))
+    if config.model.vocab_size == 0:
+        config.model.vocab_size = args.vocab_size
+    if args.step == "train":
+        result = {"step": "train", "config": args.config, **profile_train(config, args.steps, args.top)}
+    else:
+        result = {"step": "rollout", "config": args.config, **profile_rollout(config, args, args.top)}
+    print_result(result, args.json)
+    return 0
