@@ -41,7 +41,8 @@ def test_token_by_token_decoding_equals_full_forward(model):
         for row in np.flatnonzero(valid[:, 0]):
             np.testing.assert_allclose(logits[row, 0], full[row, t], atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(cache.end_B, lengths)
-    assert not np.asarray(cache.keys_LxBxKxSxH[:, 2]).any(), "a row with no valid token changed"
+    layers = cache.keys_BxKxHxS + cache.values_BxKxSxH
+    assert not any(np.asarray(layer[2]).any() for layer in layers), "a row with no valid token changed"
 
 
 def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
@@ -63,7 +64,9 @@ def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
                 np.testing.assert_allclose(logits[row, :count[row]], full[row, done[row]:done[row] + count[row]],
                                            atol=1e-4, rtol=1e-4)
             else:
-                np.testing.assert_array_equal(cache.keys_LxBxKxSxH[:, row], before.keys_LxBxKxSxH[:, row])
+                for got, want in zip(cache.keys_BxKxHxS + cache.values_BxKxSxH,
+                                     before.keys_BxKxHxS + before.values_BxKxSxH):
+                    np.testing.assert_array_equal(got[row], want[row])
         done += count
     np.testing.assert_array_equal(cache.end_B, done)
 
@@ -72,7 +75,7 @@ def test_bfloat16_cache_stays_close(model):
     tokens = random_tokens((2, 6), seed=3)
     full = np.asarray(forward(model, tokens))
     cache = model_lib.init_cache(CONFIG, 2, 8, dtype="bfloat16")
-    assert cache.keys_LxBxKxSxH.dtype == jnp.bfloat16
+    assert {layer.dtype for layer in cache.keys_BxKxHxS + cache.values_BxKxSxH} == {jnp.dtype(jnp.bfloat16)}
     logits, _ = forward_cached(model, tokens, jnp.ones((2, 6), bool), cache)
     np.testing.assert_allclose(logits, full, atol=0.1)
 

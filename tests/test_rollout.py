@@ -115,12 +115,13 @@ def test_done_rows_never_change_and_caches_never_overflow(models):
     models = (*nnx.split(NeverStops(nnx.merge(*models[:2]))), *models[2:])
     state = rollout.prefill(*models, prompts_BxP, lengths_B, config=config)
     state = state._replace(stop_B=state.stop_B.at[1].set(rollout.ENDED_BY_AGENT))
-    before = jax.tree.map(lambda x: np.asarray(x)[:, 1] if x.ndim == 5 else None, state.agent_cache)
+    before = [np.asarray(layer[1]) for layer in state.agent_cache.keys_BxKxHxS + state.agent_cache.values_BxKxSxH]
     final = rollout.run_loop(*models, jax.tree.map(jnp.copy, state), jax.random.key(3), markers=MARKERS,
                              config=config)
     assert int(final.length_B[1]) == int(lengths_B[1])
     np.testing.assert_array_equal(final.tokens_BxS[1], np.asarray(state.tokens_BxS[1]))
-    np.testing.assert_array_equal(final.agent_cache.keys_LxBxKxSxH[:, 1], before.keys_LxBxKxSxH)
+    for got, want in zip(final.agent_cache.keys_BxKxHxS + final.agent_cache.values_BxKxSxH, before):
+        np.testing.assert_array_equal(got[1], want)
     others = np.asarray(final.stop_B)[[0, 2, 3]]
     assert np.all(others == rollout.CONTEXT_FULL)
     assert np.all(np.asarray(final.length_B)[[0, 2, 3]] == config.cache_len)
@@ -148,8 +149,8 @@ def test_a_bfloat16_cache_keeps_the_loop_greedy_close_to_float32(models):
     full = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS, config=greedy)
     half = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS,
                            config=dataclasses.replace(greedy, cache_dtype="bfloat16"))
-    assert half.agent_cache.keys_LxBxKxSxH.dtype == jnp.bfloat16 == half.terminal_cache.values_LxBxKxSxH.dtype
-    assert full.agent_cache.keys_LxBxKxSxH.dtype == jnp.float32
+    assert half.agent_cache.keys_BxKxHxS[0].dtype == jnp.bfloat16 == half.terminal_cache.values_BxKxSxH[-1].dtype
+    assert full.agent_cache.keys_BxKxHxS[0].dtype == jnp.float32
     assert not np.any(np.asarray(half.stop_B) == rollout.RUNNING)
     same = np.asarray(full.tokens_BxS) == np.asarray(half.tokens_BxS)
     assert same[:, :8].all() and same.mean() > 0.5

@@ -95,5 +95,7 @@ def test_cache_shardings():
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
     cache = jax.eval_shape(lambda: model_lib.init_cache(CONFIG, 8, 16))
     specs = sharding.cache_shardings(cache, mesh)
-    assert specs.keys_LxBxKxSxH.spec == P(None, ("data", "fsdp"), "tensor", None, None)
+    assert len(specs.keys_BxKxHxS) == len(specs.values_BxKxSxH) == CONFIG.n_layers
+    assert {keys.spec for keys in specs.keys_BxKxHxS} == {P(("data", "fsdp"), "tensor", None, None)}
+    assert {values.spec for values in specs.values_BxKxSxH} == {P(("data", "fsdp"), "tensor", None, None)}
     assert specs.end_B.spec == P(("data", "fsdp"))

@@ -12,16 +12,20 @@ Attention is segment-aware: in the training forward pass a token attends only to
 of its own segment (packed sequences; segment 0 is padding and attends only to padding), so a
 packed row computes exactly what its sequences would compute alone.
 
-KV cache layout: keys/values as [layers, batch, kv_heads, slots, head_dim] (`KVCache`), per-row
-fill length `end_B`, and the key at slot s was computed at position s. Why this layout: a decode
-step reads, for each (row, kv head), one contiguous slots x head_dim slab, which all the query
-heads of that group consume in one small matmul ([G, H] x [H, S]) — GQA's saving in cache reads is
-real, not a strided gather; the batch axis is outermost after layers, so the cache shards over the
-mesh's batch axes like the activations; layers are stacked so the whole cache is two arrays (cheap
-to carry through `lax.while_loop`, one sharding each). Large-batch decoding (B >= 1024) then does
-its weight matmuls as [B, D] x [D, F] (compute-bound), and the cache reads stream contiguously.
-The cache dtype defaults to the compute dtype; `init_cache(..., dtype="bfloat16")` halves its
-memory on any backend.
+KV cache layout (`KVCache`): one pair of arrays per layer, keys as [batch, kv_heads, head_dim,
+slots] and values as [batch, kv_heads, slots, head_dim], a per-row fill length `end_B`, and the
+key at slot s was computed at position s. A decode step reads, for each (row, KV head), one
+contiguous head_dim x slots slab of keys and one slots x head_dim slab of values, which all the
+query heads of that group consume in one small matmul each ([G, H] x [H, S], then [G, S] x [S, H]):
+GQA's saving in cache reads is real, not a strided gather. The layout is what XLA:CPU reads in
+place. With keys as [slots, head_dim] in one stacked [layers, ...] array per side, `twjax bench ops
+--step rollout` showed every decode step copying each layer's slab out of the stack (a slice) and
+transposing its keys for the score matmul: 16 copies of 47 MB a step (both models, batch 1024); the
+rollout loop ran at ~100 turns/s against ~155 with this layout (same VM, alternating runs). The
+batch axis is outermost, so the cache shards over the mesh's batch axes like the activations;
+large-batch decoding (B >= 1024) does its weight matmuls as [B, D] x [D, F] (compute-bound). The
+cache dtype defaults to the compute dtype; `init_cache(..., dtype="bfloat16")` halves its memory
+on any backend.
 """
 import dataclasses
 from typing import Any
@@ -139,17 +143,24 @@ class Attention(nnx.Module):
         q = sharding.constrain(q, ("batch", "heads", "length", "head_dim"))
         return rope(q, positions_BxT, theta), rope(k, positions_BxT, theta), v
 
-    def attend(self, q_BxNxTxH, k_BxKxSxH, v_BxKxSxH, bias_BxTxS) -> jax.Array:
-        """`bias_BxTxS` is 0 where a query may attend to a key and NEG_INF elsewhere."""
+    def attend(self, q_BxNxTxH, kt_BxKxHxS, v_BxKxSxH, bias_BxTxS) -> jax.Array:
+        """`bias_BxTxS` is 0 where a query may attend to a key and NEG_INF elsewhere.
+
+        Keys come transposed ([B, K, H, S]) and the query heads of a group are folded into the
+        query axis, so both products are plain [M, H] x [H, S] and [M, S] x [S, H] matmuls per
+        (row, KV head).
+        """
         b, n, t, h = q_BxNxTxH.shape
-        kv = k_BxKxSxH.shape[1]
+        kv, s = kt_BxKxHxS.shape[1], kt_BxKxHxS.shape[3]
+        g = n // kv
         dtype = q_BxNxTxH.dtype
-        q_BxKxGxTxH = q_BxNxTxH.reshape(b, kv, n // kv, t, h) * jnp.asarray(h ** -0.5, dtype)
-        scores = jnp.einsum("bkgth,bksh->bkgts", q_BxKxGxTxH, k_BxKxSxH.astype(dtype),
-                            preferred_element_type=jnp.float32)
-        probs = jax.nn.softmax(scores + bias_BxTxS[:, None, None], axis=-1).astype(dtype)
-        out_BxKxGxTxH = jnp.einsum("bkgts,bksh->bkgth", probs, v_BxKxSxH.astype(dtype))
-        out_MxNH = out_BxKxGxTxH.transpose(0, 3, 1, 2, 4).reshape(b * t, n * h)
+        q_BxKxMxH = q_BxNxTxH.reshape(b, kv, g * t, h) * jnp.asarray(h ** -0.5, dtype)
+        scores_BxKxMxS = jnp.einsum("bkmh,bkhs->bkms", q_BxKxMxH, kt_BxKxHxS.astype(dtype),
+                                    preferred_element_type=jnp.float32)
+        scores_BxKxGxTxS = scores_BxKxMxS.reshape(b, kv, g, t, s) + bias_BxTxS[:, None, None]
+        probs_BxKxMxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(dtype).reshape(b, kv, g * t, s)
+        out_BxKxMxH = jnp.einsum("bkms,bksh->bkmh", probs_BxKxMxS, v_BxKxSxH.astype(dtype))
+        out_MxNH = out_BxKxMxH.reshape(b, n, t, h).transpose(0, 2, 1, 3).reshape(b * t, n * h)
         wo_NHxD = self.wo_NxHxD[...].astype(dtype).reshape(n * h, -1)
         return (out_MxNH @ wo_NHxD).reshape(b, t, -1)
 
@@ -193,23 +204,27 @@ class Block(nnx.Module):
 
 @struct.dataclass
 class KVCache:
-    keys_LxBxKxSxH: jax.Array
-    values_LxBxKxSxH: jax.Array
+    keys_BxKxHxS: tuple[jax.Array, ...]  # one array per layer
+    values_BxKxSxH: tuple[jax.Array, ...]  # one array per layer
     end_B: jax.Array  # int32: slots filled per row; the next token of row b goes to slot end_B[b]
 
     @property
     def max_len(self) -> int:
-        return self.keys_LxBxKxSxH.shape[3]
+        return self.values_BxKxSxH[0].shape[2]
 
 
-CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
+KEY_CACHE_AXES = ("batch", "kv_heads", "head_dim", "cache_length")
+VALUE_CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> KVCache:
     """An empty cache; `dtype` defaults to the compute dtype ("bfloat16" halves its memory)."""
     cache_dtype = config.compute_dtype if dtype is None else resolve_dtype(dtype)
-    shape = (config.n_layers, batch, config.n_kv_heads, max_len, config.head_dim)
-    return KVCache(jnp.zeros(shape, cache_dtype), jnp.zeros(shape, cache_dtype), jnp.zeros((batch,), jnp.int32))
+    keys_shape = (batch, config.n_kv_heads, config.head_dim, max_len)
+    values_shape = (batch, config.n_kv_heads, max_len, config.head_dim)
+    return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
+                   tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
+                   jnp.zeros((batch,), jnp.int32))
 
 
 class Transformer(nnx.Module):
@@ -252,8 +267,9 @@ class Transformer(nnx.Module):
         def attend_causal(q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, block):
             # The queries of chunk [start, stop) see no key at or past `stop`: those scores (up to
             # half of T x T) are never computed.
+            kt_BxKxHxT = k_BxKxTxH.transpose(0, 1, 3, 2)
             return jnp.concatenate([
-                block.attn.attend(q_BxNxTxH[:, :, start:start + chunk], k_BxKxTxH[:, :, :start + chunk],
+                block.attn.attend(q_BxNxTxH[:, :, start:start + chunk], kt_BxKxHxT[..., :start + chunk],
                                   v_BxKxTxH[:, :, :start + chunk], bias_BxTxT[:, start:start + chunk, :start + chunk])
                 for start in range(0, t, chunk)], axis=1)
 
@@ -279,20 +295,19 @@ class Transformer(nnx.Module):
         bias_BxTxS = jnp.where(visible_BxTxS, 0.0, NEG_INF).astype(jnp.float32)
         rows_Bx1 = jnp.arange(b)[:, None]
 
-        keys, values = cache.keys_LxBxKxSxH, cache.values_LxBxKxSxH
+        keys, values = list(cache.keys_BxKxHxS), list(cache.values_BxKxSxH)
         x = self.embed(tokens_BxT)
         for layer, block in enumerate(self.blocks):
             def attend(q, k_BxKxTxH, v_BxKxTxH, layer=layer, block=block):
-                nonlocal keys, values
-                # Indexed by (row, slot) with the head axis sliced, the update is laid out [B,T,K,H].
-                keys = keys.at[layer, rows_Bx1, :, write_slot_BxT, :].set(
-                    k_BxKxTxH.transpose(0, 2, 1, 3).astype(keys.dtype), mode="drop")
-                values = values.at[layer, rows_Bx1, :, write_slot_BxT, :].set(
-                    v_BxKxTxH.transpose(0, 2, 1, 3).astype(values.dtype), mode="drop")
+                # Indexed by (row, slot) with the head axes sliced, the update is laid out [B,T,K,H].
+                keys[layer] = keys[layer].at[rows_Bx1, :, :, write_slot_BxT].set(
+                    k_BxKxTxH.transpose(0, 2, 1, 3).astype(keys[layer].dtype), mode="drop")
+                values[layer] = values[layer].at[rows_Bx1, :, write_slot_BxT, :].set(
+                    v_BxKxTxH.transpose(0, 2, 1, 3).astype(values[layer].dtype), mode="drop")
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS)
             x = block(x, positions_BxT, attend)
         end_B = jnp.minimum(cache.end_B + valid_BxT.sum(axis=1, dtype=jnp.int32), slots)
-        return self.logits(x), KVCache(keys, values, end_B)
+        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B)
 
 
 def param_count(state) -> int:

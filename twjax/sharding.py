@@ -124,10 +124,10 @@ def shard_batch(batch: dict, mesh: Mesh, rules=RULES) -> dict:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=RULES) -> Any:
-    from twjax.model import CACHE_AXES
+    from twjax.model import KEY_CACHE_AXES, VALUE_CACHE_AXES
     return type(cache)(
-        array_sharding(CACHE_AXES, cache.keys_LxBxKxSxH.shape, mesh, rules),
-        array_sharding(CACHE_AXES, cache.values_LxBxKxSxH.shape, mesh, rules),
+        tuple(array_sharding(KEY_CACHE_AXES, keys.shape, mesh, rules) for keys in cache.keys_BxKxHxS),
+        tuple(array_sharding(VALUE_CACHE_AXES, values.shape, mesh, rules) for values in cache.values_BxKxSxH),
         array_sharding(("batch",), cache.end_B.shape, mesh, rules))
 
 
