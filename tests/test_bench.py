@@ -37,6 +37,14 @@ def test_bench_rollout_compares_the_compiled_loop_with_python_and_real_terminals
     assert 0 < result["decode_fraction_of_peak"]
 
 
+def test_bench_rollout_sim_only_times_the_compiled_loop_alone(capsys):
+    assert cli.main(["bench", "rollout", "--json", "--sim-only", "--batch", "4", "--turns", "2", "--command-tokens",
+                     "3", "--output-tokens", "4", "--repeats", "1", "--vocab-size", "128", *TOY_MODEL]) == 0
+    result = last_json(capsys)
+    assert result["sim_turns"] == 4 * 2 and result["sim_turns_per_s"] > 0
+    assert "real_turns_per_s" not in result and "python_loop_turns_per_s" not in result
+
+
 @pytest.mark.parametrize("step", ["train", "rollout"])
 def test_bench_ops_attributes_step_time_to_compiled_operations(step, capsys):
     assert cli.main(["bench", "ops", "--step", step, "--json", "--steps", "2", "--batch", "4", "--turns", "2",

@@ -13,6 +13,7 @@
 Models are randomly initialised at the config's shape (throughput does not depend on weights); the
 agent must take exactly `--turns` turns (min_turns) and each span runs to its token limit, so every
 run does the same, known amount of work: about `command_tokens + output_tokens + 3` tokens a turn.
+`--sim-only` stops after the compiled loop: quick A/B runs of the loop itself.
 """
 import argparse
 import time
@@ -94,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python-batched", action="store_true",
                         help="also time the per-token Python loop over the whole batch (slow)")
     parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
+    parser.add_argument("--sim-only", action="store_true",
+                        help="time the compiled loop only (no Python or real-terminal baseline): for A/B runs of the loop")
     parser.add_argument("--real-backend", default="auto")
     parser.add_argument("--real-workers", type=int, default=8)
     parser.add_argument("--real-sessions", type=int, default=0, help="default: --batch")
@@ -125,21 +128,24 @@ def main(args) -> int:
     sim_turns = int(np.sum(np.asarray(state.turns_B)))
     useful_flops = 2 * decode_flops(model_config, state, args.prompt_len)  # agent and terminal
 
-    single, python_s, python_turns = None, 0.0, 0
-    for row in range(args.python_sessions):
-        single, seconds = time_reference(models, prompts_BxP[row:row + 1], lengths_B[row:row + 1], rollout_config)
-        python_s += seconds
-        python_turns += int(np.sum(np.asarray(single.turns_B)))
     result = {
         "config": args.config, "params_per_model": model_lib.param_count(models[1]), "batch": args.batch,
         "turns_per_session": args.turns, "tokens_per_turn": tokens_per_turn, "cache_len": cache_len,
         "devices": jax.device_count(), "backend": jax.default_backend(), "cache_dtype": args.cache_dtype or "compute",
         "sim_turns": sim_turns, "sim_s": round(sim_s, 3), "sim_turns_per_s": round(sim_turns / sim_s, 1),
         "sim_tokens_per_s": round(float(np.sum(np.asarray(state.length_B) - args.prompt_len)) / sim_s, 1),
-        "python_loop_turns_per_s": round(python_turns / python_s, 2),
         "decode_flops_per_s": useful_flops / sim_s, "peak_flops_per_s": peak,
     }
     result["decode_fraction_of_peak"] = round(result["decode_flops_per_s"] / peak, 3)
+    if args.sim_only:
+        print_result(result, args.json)
+        return 0
+    python_s, python_turns = 0.0, 0
+    for row in range(args.python_sessions):
+        single, seconds = time_reference(models, prompts_BxP[row:row + 1], lengths_B[row:row + 1], rollout_config)
+        python_s += seconds
+        python_turns += int(np.sum(np.asarray(single.turns_B)))
+    result["python_loop_turns_per_s"] = round(python_turns / python_s, 2)
     if args.python_batched:
         batched, seconds = time_reference(models, prompts_BxP, lengths_B, rollout_config)
         result["python_batched_turns_per_s"] = round(int(np.sum(np.asarray(batched.turns_B))) / seconds, 1)

@@ -20,8 +20,8 @@ query heads of that group consume in one small matmul each ([G, H] x [H, S], the
 GQA's saving in cache reads is real, not a strided gather. The layout is what XLA:CPU reads in
 place. With keys as [slots, head_dim] in one stacked [layers, ...] array per side, `twjax bench ops
 --step rollout` showed every decode step copying each layer's slab out of the stack (a slice) and
-transposing its keys for the score matmul: 16 copies of 47 MB a step (both models, batch 1024); the
-rollout loop ran at ~100 turns/s against ~155 with this layout (same VM, alternating runs). The
+transposing its keys for the score matmul: 16 copies of 47 MB a step (both models, batch 1024);
+`twjax bench rollout --sim-only` ran 112.8 turns/s with it against 159.8 with this layout. The
 batch axis is outermost, so the cache shards over the mesh's batch axes like the activations;
 large-batch decoding (B >= 1024) does its weight matmuls as [B, D] x [D, F] (compute-bound). The
 cache dtype defaults to the compute dtype; `init_cache(..., dtype="bfloat16")` halves its memory
