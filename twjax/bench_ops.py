@@ -90,14 +90,16 @@ def profile_rollout(config, args, top: int) -> dict:
     key = jax.random.key(0)
     known = instruction_info(rollout.run_loop.lower(*models, start(), key, **loop_args).compile().as_text())
     jax.block_until_ready(rollout.run_loop(*models, start(), key, **loop_args))  # warm-up
-    state = start()
-    jax.block_until_ready(state)
-    final = []
+    state = jax.block_until_ready(start())
+
+    def run():
+        nonlocal state
+        state = jax.block_until_ready(rollout.run_loop(*models, state, key, **loop_args))
+
     started = time.perf_counter()
-    totals = traced_op_ns(lambda: final.append(jax.block_until_ready(rollout.run_loop(*models, state, key,
-                                                                                      **loop_args))), known)
+    totals = traced_op_ns(run, known)
     wall_s = time.perf_counter() - started
-    steps = int(np.asarray(final[0].step))
+    steps = int(np.asarray(state.step))
     return {"batch": args.batch, "cache_len": rollout_config.cache_len,
             **summarize(totals, known, steps, wall_s, top)}
 
@@ -109,12 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vocabulary when the config's model.vocab_size is 0")
     parser.add_argument("--steps", type=int, default=3, help="train steps traced")
     parser.add_argument("--top", type=int, default=25, help="operations listed one by one")
-    parser.add_argument("--batch", type=int, default=1024, help="rollout sessions")
-    parser.add_argument("--turns", type=int, default=4)
-    parser.add_argument("--command-tokens", type=int, default=12)
-    parser.add_argument("--output-tokens", type=int, default=24)
-    parser.add_argument("--prompt-len", type=int, default=16)
-    parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
+    bench_rollout.add_workload_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 

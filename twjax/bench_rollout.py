@@ -81,36 +81,45 @@ def time_reference(models, prompts_BxP, lengths_B, config):
     return state, time.perf_counter() - started
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="configs/terminal.py:tiny", help="model shape of both models")
-    parser.add_argument("--vocab-size", type=int, default=2048)
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fixed workload's shape; `twjax bench ops --step rollout` takes the same flags."""
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--command-tokens", type=int, default=12)
     parser.add_argument("--output-tokens", type=int, default=24)
     parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="configs/terminal.py:tiny", help="model shape of both models")
+    parser.add_argument("--vocab-size", type=int, default=2048)
+    add_workload_arguments(parser)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--python-sessions", type=int, default=2,
                         help="sessions decoded one at a time by the per-token Python loop")
     parser.add_argument("--python-batched", action="store_true",
                         help="also time the per-token Python loop over the whole batch (slow)")
-    parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
     parser.add_argument("--sim-only", action="store_true",
-                        help="time the compiled loop only (no Python or real-terminal baseline): for A/B runs of the loop")
+                        help="time the compiled loop only, no Python or real-terminal baseline (A/B runs of the loop)")
     parser.add_argument("--real-backend", default="auto")
     parser.add_argument("--real-workers", type=int, default=8)
     parser.add_argument("--real-sessions", type=int, default=0, help="default: --batch")
     parser.add_argument("--json", action="store_true")
 
 
+def tokens_per_turn(args) -> int:
+    """<cmd> COMMAND </cmd> <out> OUTPUT </out>: the spans run to their limits."""
+    return args.command_tokens + args.output_tokens + 3
+
+
 def fixed_work_rollout(config, args):
     """-> (model config, models, rollout config, prompts, prompt lengths) of a run whose amount of
     work is known: every session takes exactly `args.turns` turns, each span runs to its limit."""
     model_config, models = make_models(config, args.vocab_size, seed=0)
-    tokens_per_turn = args.command_tokens + args.output_tokens + 3
     rollout_config = rollout.RolloutConfig(
         max_turns=args.turns, min_turns=args.turns, max_command_tokens=args.command_tokens + 1,
-        max_output_tokens=args.output_tokens, cache_len=args.prompt_len + args.turns * tokens_per_turn + 8,
+        max_output_tokens=args.output_tokens, cache_len=args.prompt_len + args.turns * tokens_per_turn(args) + 8,
         agent_sampling=rollout.Sampling(temperature=1.0), terminal_sampling=rollout.Sampling(temperature=0.0),
         cache_dtype=args.cache_dtype)
     prompts_BxP, lengths_B = random_prompts(args.batch, args.prompt_len, args.vocab_size, seed=0)
@@ -120,8 +129,6 @@ def fixed_work_rollout(config, args):
 def main(args) -> int:
     config = configlib.load(args.config, args.config_overrides)
     model_config, models, rollout_config, prompts_BxP, lengths_B = fixed_work_rollout(config, args)
-    tokens_per_turn = args.command_tokens + args.output_tokens + 3
-    cache_len = rollout_config.cache_len
 
     peak = flops.measure_peak_flops()
     state, sim_s = time_compiled(models, prompts_BxP, lengths_B, rollout_config, args.repeats)
@@ -130,7 +137,8 @@ def main(args) -> int:
 
     result = {
         "config": args.config, "params_per_model": model_lib.param_count(models[1]), "batch": args.batch,
-        "turns_per_session": args.turns, "tokens_per_turn": tokens_per_turn, "cache_len": cache_len,
+        "turns_per_session": args.turns, "tokens_per_turn": tokens_per_turn(args),
+        "cache_len": rollout_config.cache_len,
         "devices": jax.device_count(), "backend": jax.default_backend(), "cache_dtype": args.cache_dtype or "compute",
         "sim_turns": sim_turns, "sim_s": round(sim_s, 3), "sim_turns_per_s": round(sim_turns / sim_s, 1),
         "sim_tokens_per_s": round(float(np.sum(np.asarray(state.length_B) - args.prompt_len)) / sim_s, 1),
