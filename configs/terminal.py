@@ -18,8 +18,9 @@ PRESETS = {
     # Shaped for the 2-core CPU (README "Measured results"): d_model 256 keeps the matmuls near the
     # measured peak (MFU 0.50-0.60 in `twjax bench train`, 3,900-5,600 tokens/s by the day;
     # d_model 128 reached 0.37), 64-dim heads keep the T x T score tensors few, and the single KV
-    # head keeps the cache that rollout decoding streams as small as the 1.3M model's it replaced. The 250 steps take ~5
-    # min; on configs/data/tiny.py the valid loss is lowest near step 100 and rises after (overfit).
+    # head keeps the cache that rollout decoding streams as small as the 1.3M model's it replaced.
+    # The 250 steps take ~5 min; on configs/data/tiny.py the valid loss is lowest near step 100 and
+    # rises after (overfit).
     "tiny": (0, 256, 4, 4, 1, 768, 256, 16, 1, 3e-3, 30, 250, "float32", (-1, 1, 1)),
     # 26M parameters, 1.4e8 FLOPs/token. ESTIMATED from tiny's measured ~90 GFLOP/s on the CPU host:
     # ~650 tokens/s there (a thousand steps take hours); meant for one GPU ("auto": bf16 there).
