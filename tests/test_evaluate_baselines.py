@@ -54,11 +54,13 @@ def test_ngram_cwd_unchanged_is_relative():
 
 
 def test_trivial_and_records():
-    episodes = [Episode("e", "abc", [T("ls", "a\n"), T("true"), T("cd /x", cwd="/x"), T("false", "", 1, "/x")])]
+    episodes = [Episode("e", "abc", [T("ls", "a\n"), T("true"), T("cd /x", cwd="/x"), T("false", "", 1, "/x"),
+                                     T("ls", "a\n")])]
     records = baselines.baseline_records(baselines.TrivialBaseline("/root/task"), episodes)
-    assert [r.metrics["correct"] for r in records] == [0.0, 1.0, 0.0, 0.0]
-    assert [r.metrics["exit_acc"] for r in records] == [1.0, 1.0, 1.0, 0.0]
-    assert [r.metrics["cwd_acc"] for r in records] == [1.0, 1.0, 0.0, 1.0]
-    assert [r.nonempty for r in records] == [True, False, False, False]
-    assert [r.context_tokens for r in records] == [3, 3 + 4, 3 + 4 + 4, 3 + 4 + 4 + 5]
-    assert [r.command_word for r in records] == ["ls", "true", "cd", "false"]
+    assert [r.metrics["correct"] for r in records] == [0.0, 1.0, 0.0, 0.0, 0.0]
+    assert [r.metrics["exit_acc"] for r in records] == [1.0, 1.0, 1.0, 0.0, 1.0]
+    assert [r.metrics["cwd_acc"] for r in records] == [1.0, 1.0, 0.0, 1.0, 0.0]
+    assert [r.nonempty for r in records] == [True, False, False, False, True]
+    assert [r.copyable for r in records] == [False, False, False, False, True]
+    assert [r.context_tokens for r in records] == [3, 3 + 4, 3 + 4 + 4, 3 + 4 + 4 + 5, 3 + 4 + 4 + 5 + 5]
+    assert [r.command_word for r in records] == ["ls", "true", "cd", "false", "ls"]

@@ -13,7 +13,7 @@ from twjax import episode as episode_lib
 from twjax import model as model_lib
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode, Turn
-from twjax.evaluate import fidelity
+from twjax.evaluate import baselines, fidelity
 
 WORDS = ("alpha", "beta", "gamma", "delta", "notes", "main", "data")
 
@@ -129,6 +129,22 @@ def test_self_conditioned_history_holds_the_model_outputs(corpus):
             prompt = list(self_.prompts[(episode.id, t)])
             assert any(prompt[i:i + len(span)] == list(span) for i in range(len(prompt)))
     assert deepest >= 2
+
+
+def test_given_setup_turns_stay_in_the_history_unscored(corpus):
+    tok, episodes = corpus
+    observed = [Episode(e.id, e.task, [Turn("ls -la", f"state{i}.txt\n", 0, "/root/task", label="setup"),
+                                       *e.turns]) for i, e in enumerate(episodes[20:23])]
+    wrong = _scripted(tok, observed, lambda turn: tok.encode_terminal("WRONG\n", 7, "/no"))
+    settings = fidelity.EvalSettings(batch_size=2, n_boot=50, max_new_tokens=32)
+    run = fidelity.run_regime(_model(tok), tok, observed, "self_conditioned", settings, generate=wrong)
+    assert sorted((r.episode_id, r.turn) for r in run.records) == sorted(
+        (e.id, t) for e in observed for t in range(1, len(e.turns)))
+    for i, episode in enumerate(observed):
+        prompt = tok.decode(run.prompts[(episode.id, 1)])
+        assert f"state{i}.txt\n<exit>0<cwd>/root/task</out>" in prompt  # as recorded, not generated
+    trivial = baselines.baseline_records(baselines.TrivialBaseline(), observed)
+    assert len(trivial) == len(run.records) and all(r.turn > 0 for r in trivial)
 
 
 def test_cross_entropy_matches_a_direct_computation(corpus):

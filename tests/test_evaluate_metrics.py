@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from twjax.episode import Turn
+from twjax.episode import Episode, Turn
 from twjax.evaluate import metrics, normalize
 from twjax.evaluate.metrics import Prediction
 
@@ -118,21 +118,41 @@ def test_score_turn():
     assert exit_only_wrong["exact"] == 1.0 and exit_only_wrong["correct"] == 0.0
 
 
-def _record(eid, turn, value, word="ls", nonempty=True, xent=None):
+def test_copyable_turns():
+    def T(command, output=""):
+        return Turn(command, output, 0, "/root")
+    episode = Episode("e", "Fix notes.txt (it should say: alpha beta)", [
+        T("cat notes.txt", "gamma\n"),                 # first look at a file: never printed before
+        T("printf 'x 1\\ny 2\\n' > t.txt"),          # no output
+        T("cat t.txt", "x 1\ny 2\n"),                  # both lines are in the printf command
+        T("cat notes.txt", "gamma\n"),                 # printed by turn 0
+        T("wc -l t.txt", "2 t.txt\n"),                 # computed: "2 t.txt" never appeared
+        T("echo alpha beta", "alpha beta\n"),          # in the task text (and the command)
+        T("ls -l", "-rw-r--r-- 1 root root 5 Nov 22 04:28 a.txt\n"),
+        T("ls -l", "-rw-r--r-- 1 root root 5 Nov 23 11:02 a.txt\n"),  # same line once normalised
+        T("cat t.txt", "\n  x 1  \n\n"),              # blank lines and surrounding spaces do not count
+        T("cat b", "note\n"),                          # only inside the word "notes"
+        T("ls -l a.txt", "-rw-r--r-- 1 root root  5 Nov 22 04:28 a.txt\n"),  # column padding differs
+    ])
+    assert metrics.copyable_turns(episode) == [False, False, True, True, False, True, False, True, True, False, True]
+
+
+def _record(eid, turn, value, word="ls", nonempty=True, xent=None, copyable=False):
     m = {name: value for name in metrics.TURN_METRICS}
     if xent is not None:
         m["xent"] = xent
-    return metrics.TurnRecord(eid, turn, 10 * turn, word, nonempty, m)
+    return metrics.TurnRecord(eid, turn, 10 * turn, word, nonempty, m, copyable=copyable)
 
 
 def test_summarize_breakdowns():
-    records = [_record("a", 0, 1.0, "ls", True), _record("a", 1, 0.0, "cat", True),
+    records = [_record("a", 0, 1.0, "ls", True, copyable=True), _record("a", 1, 0.0, "cat", True),
                _record("b", 0, 1.0, "ls", False), _record("b", 1, 1.0, "cd", False),
                _record("c", 0, 0.0, "ls", True)]
     s = metrics.summarize(records, min_command_count=2)
     assert s["n"] == 5 and s["exact"] == pytest.approx(3 / 5)
     assert [(t["turn"], t["n"], t["exact"]) for t in s["by_turn"]] == [(0, 3, pytest.approx(2 / 3)), (1, 2, 0.5)]
     assert s["nonempty"]["n"] == 3 and s["nonempty"]["exact"] == pytest.approx(1 / 3)
+    assert s["copyable"]["n"] == 1 and s["copyable"]["exact"] == 1.0
     assert set(s["by_command"]) == {"ls", "<other>"}
     assert s["by_command"]["ls"]["n"] == 3 and s["by_command"]["ls"]["nonempty"]["n"] == 2
     assert s["by_command"]["<other>"]["exact"] == 0.5

@@ -9,6 +9,7 @@ import pytest
 
 from harness_fixtures import session_factory as open_session  # noqa: F401 (fixture)
 from twjax.episode import Episode
+from twjax.evaluate.normalize import normalize_output
 from twjax.tasks import episodes, registry
 from twjax.tasks.base import TASK_DIR, Task
 
@@ -134,6 +135,35 @@ def test_exploration_episode_walks_the_real_files(family, open_session):
     assert episode.turns[-1].cwd == TASK_DIR
     assert sum(bool(t.output.strip()) for t in episode.turns) >= 3  # they looked at real things
     assert all(len(t.output) < 4096 for t in episode.turns)
+
+
+def same_state(observed, other) -> bool:
+    """The same observation up to `ls -l` times (a minute may turn between two sessions)."""
+    return normalize_output(observed.output, observed.command) == normalize_output(other.output, other.command)
+
+
+@pytest.mark.parametrize("family", ["git_repo", "logs"])
+def test_observation_of_the_state_opens_every_kind_of_episode(family, open_session):
+    task = registry.generate(family, 3, 2)
+    result = episodes.check_task(open_session, task, observe=True)
+    assert result.ok, result.reason
+    seen = result.episode.turns[0]
+    assert seen.label == "setup" and seen.command == episodes.OBSERVE_COMMAND and seen.exit_code == 0
+    assert [t.label for t in result.episode.turns].count("setup") == 1
+    with open_session() as session:
+        opening = episodes.prepare(session, task, observe=True)
+        files = session.run("find . -name .git -prune -o -type f -print", timeout=20).output.split()
+        first_line = session.run(f"head -n 1 {files[0]}", timeout=20).output.strip()
+        assert [t.label for t in opening] == ["setup"] and same_state(opening[0], seen)
+        session.reset()
+        explored = episodes.exploration_episode(session, task, random.Random(1), steps=3, observe=True)
+        session.reset()
+        injected = episodes.injected_episode(session, task, random.Random(1), observe=True)
+    assert all(os.path.basename(f) in seen.output for f in files) and first_line in seen.output
+    assert "objects" not in seen.output  # git's internals stay out
+    assert same_state(explored.turns[0], seen) and same_state(injected.turns[0], seen)
+    assert [t.label for t in explored.turns + injected.turns].count("setup") == 2
+    assert episodes.check_task(open_session, task).episode.turns[0].label != "setup"  # off by default
 
 
 @pytest.mark.parametrize("family, seed", [("text_grep", 4), ("git_repo", 4), ("shell_scripting", 0),

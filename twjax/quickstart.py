@@ -116,6 +116,10 @@ def write_report(workdir: pathlib.Path, timings: dict) -> pathlib.Path:
         "Turns whose real output is not empty (an always-empty guess scores 0 here):", "",
         *table(["", *FIDELITY_KEYS], [[name, *(sec.get("nonempty", {}).get(k, "") for k in FIDELITY_KEYS)]
                                       for name, sec in sections.items()]), "",
+        "Of those, the turns whose every output line appeared earlier in the session (a perfect copier "
+        "could write them; the rest need a computation or show state the session never printed):", "",
+        *table(["", *FIDELITY_KEYS], [[name, *(sec.get("copyable", {}).get(k, "") for k in FIDELITY_KEYS)]
+                                      for name, sec in sections.items()]), "",
         "## Exposure bias (teacher-forced vs self-conditioned)", "",
         *table(["metric", "area between curves", "excess-error fraction"],
                [[k, bias["area_between"][k]["area"], bias["excess_error_fraction"].get(k, "")]

@@ -17,6 +17,7 @@ def get_config(arg=None):
     c.max_candidates_factor = 40
     # Tasks from `twjax tasks import` (Harbor / Terminal-Bench): benchmarks, so test-only by default.
     c.imported = ml_collections.ConfigDict(dict(files=(), split="test", kinds=("expert",)))
+    c.observe_setup = False  # see configs/data/tiny.py
     c.seed = 1
     c.backend = "auto"
     c.workers = 8

@@ -17,6 +17,9 @@ def get_config(arg=None):
     c.max_candidates_factor = 40  # candidate tasks drawn per wanted task before a shortfall is reported
     # Tasks from `twjax tasks import` (Harbor / Terminal-Bench): benchmarks, so test-only by default.
     c.imported = ml_collections.ConfigDict(dict(files=(), split="test", kinds=("expert",)))
+    # Open every transcript with an observation of the state after setup (a "setup" turn): what the
+    # learned terminal is given instead of guessing what files hold (README, "Fidelity").
+    c.observe_setup = False
     c.seed = 0
     c.backend = "bwrap"  # starts a sandbox in ~50 ms (docker: ~1 s); --config.backend=docker or auto to change
     c.workers = 2

@@ -12,7 +12,7 @@ import collections
 from typing import Callable, Iterable, Protocol, Sequence
 
 from twjax.episode import Episode
-from twjax.evaluate.metrics import Prediction, TurnRecord, make_record, turn_word
+from twjax.evaluate.metrics import GIVEN_LABELS, Prediction, TurnRecord, copyable_turns, make_record, turn_word
 
 UNCHANGED = None  # cwd token: the cwd after the turn equals the cwd before it
 DEFAULT_INITIAL_CWD = "/root"  # the harness's default working directory
@@ -95,5 +95,7 @@ def baseline_records(baseline: Baseline, episodes: Sequence[Episode],
     """Scores a baseline on every turn. Pass the learned terminal's context measure (tokens) as
     `context_of` to put both on the same context-length axis."""
     return [make_record(episode.id, index, turn, baseline.predict(episode, index),
-                        context_tokens=context_of(episode, index))
-            for episode in episodes for index, turn in enumerate(episode.turns)]
+                        context_tokens=context_of(episode, index), copyable=copyable)
+            for episode in episodes
+            for index, (turn, copyable) in enumerate(zip(episode.turns, copyable_turns(episode)))
+            if turn.label not in GIVEN_LABELS]

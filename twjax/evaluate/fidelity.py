@@ -1,7 +1,8 @@
 """Fidelity of a learned terminal under three conditioning regimes, and the report that puts them
 beside the baselines.
 
-Regimes (each scores the model's span for every turn of every episode against the real turn):
+Regimes (each scores the model's span for every turn of every episode against the real turn, but
+the given ones, metrics.GIVEN_LABELS, which every regime's history holds as recorded):
   teacher_forced    the history holds the real outputs;
   self_conditioned  the real commands, but the model's own earlier spans in the history (exactly the
                     tokens it generated), so errors can feed on themselves;
@@ -168,11 +169,19 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
     tasks = [tok.encode_task(e.task) for e in episodes]
     history: list[list[np.ndarray]] = [[] for _ in episodes]
     full_context = [len(t) for t in tasks]
+    copyable = [metrics.copyable_turns(e) for e in episodes]
     run = RegimeRun([], {}, {}, {})
     for t in range(max((len(e.turns) for e in episodes), default=0)):
         active = [i for i, e in enumerate(episodes) if len(e.turns) > t]
-        for start in range(0, len(active), settings.batch_size):
-            rows = active[start:start + settings.batch_size]
+        scored = []
+        for i in active:
+            if episodes[i].turns[t].label in metrics.GIVEN_LABELS:
+                history[i].append(tok.encode_turn(episodes[i].turns[t])[0])
+                full_context[i] += len(history[i][-1])
+            else:
+                scored.append(i)
+        for start in range(0, len(scored), settings.batch_size):
+            rows = scored[start:start + settings.batch_size]
             tails = [np.concatenate([tok.encode_command(episodes[i].turns[t].command), [out_id]]) for i in rows]
             prompts = [assemble(tasks[i], history[i], tail, prompt_len) for i, tail in zip(rows, tails)]
             spans = generate(graphdef, state, tok, prompts, max_new, config=model.config, batch=settings.batch_size)
@@ -184,7 +193,8 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
                 output, exit_code, cwd = parse_span(tok, span)
                 run.records.append(metrics.make_record(
                     episode.id, t, turn, Prediction(output, exit_code, cwd),
-                    context_tokens=full_context[i] + len(tail), extra_metrics={"xent": xent}))
+                    context_tokens=full_context[i] + len(tail), extra_metrics={"xent": xent},
+                    copyable=copyable[i][t]))
                 run.prompts[(episode.id, t)] = prompt
                 run.spans[(episode.id, t)] = np.asarray(span, np.int32)
                 if regime == "teacher_forced":
@@ -207,15 +217,20 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
 
 def closed_loop_records(pairs: Sequence[tuple[Episode, Episode]]) -> list[TurnRecord]:
     """Scores closed-loop rollouts: each pair is (episode in the learned terminal, the same commands
-    replayed in the real harness). Turns are matched by index and must carry the same command."""
+    replayed in the real harness). Turns are matched by index and must carry the same command;
+    given turns (metrics.GIVEN_LABELS) are not scored."""
     records = []
     for learned, real in pairs:
+        copyable = metrics.copyable_turns(real)
         for t, (imagined, actual) in enumerate(zip(learned.turns, real.turns)):
+            if actual.label in metrics.GIVEN_LABELS:
+                continue
             if imagined.command != actual.command:
                 raise ValueError(f"closed-loop pair {real.id} turn {t}: commands differ "
                                  f"({imagined.command!r} vs {actual.command!r})")
             records.append(metrics.make_record(real.id, t, actual,
-                                               Prediction(imagined.output, imagined.exit_code, imagined.cwd)))
+                                               Prediction(imagined.output, imagined.exit_code, imagined.cwd),
+                                               copyable=copyable[t]))
     return records
 
 

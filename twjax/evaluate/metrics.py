@@ -1,24 +1,36 @@
-"""Per-turn fidelity metrics and their aggregation (overall, per turn, non-empty turns, per command).
+"""Per-turn fidelity metrics and their aggregation (overall, per turn, non-empty turns, copyable
+turns, per command).
 
 A prediction of one terminal span is `Prediction(output, exit_code, cwd)`; it is scored against the
 real `episode.Turn`. Text metrics other than raw exact match are computed on normalised text
 (normalize.normalize_output), so volatile fields do not count as errors. A turn is `correct` when its
 normalised output, exit code and cwd all match: this is the event whose absence is an "error" in the
 survival and exposure-bias curves.
+
+A turn is `copyable` when every line of its real output already appeared in the session: a model
+that copies perfectly could write it. The other non-empty turns need a computation (`wc`, `sort`)
+or show state the session never printed (the first `cat` of a file made by the task's setup);
+only the former are within a terminal model's reach, so exact match on non-empty turns is read
+beside the share that is copyable.
 """
 import collections
 import dataclasses
+import functools
 import math
+import re
 from typing import Iterable
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from twjax.episode import Turn
+from twjax.episode import Episode, Turn
 from twjax.evaluate.normalize import command_word, normalize_output
 
 # Metrics that are means of per-turn values, in report order; xent is added where a model scores turns.
 TURN_METRICS = ("exact", "exact_norm", "edit_sim", "line_f1", "exit_acc", "cwd_acc", "correct")
+# Turns that give the model the state instead of asking for it (the observation after setup): they
+# stay in every regime's history as recorded and are never scored.
+GIVEN_LABELS = ("setup",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +50,7 @@ class TurnRecord:
     nonempty: bool
     metrics: dict[str, float]
     prediction: Prediction | None = None
+    copyable: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,13 +109,33 @@ def turn_word(turn: Turn) -> str:
     return "<verify>" if turn.label == "verify" else command_word(turn.command)
 
 
+def copyable_turns(episode: Episode) -> list[bool]:
+    """Per turn: the real output is not empty and each of its non-blank lines, normalised, occurs
+    verbatim in the task text or in an earlier turn's command, output (raw or normalised) or cwd
+    (normalised, so that an `ls -l` line's timestamp does not make it new), not inside a longer
+    word (a line "a" is not copied from "abc"). Runs of spaces and tabs count as one space (`ls`
+    pads its columns to the widest entry it lists). Commands count also with their `\\n` and `\\t`
+    escapes expanded, as printf and echo -e write them."""
+    squeeze = functools.partial(re.sub, r"[ \t]+", " ")
+    seen = squeeze(episode.task)
+    flags = []
+    for turn in episode.turns:
+        output = squeeze(normalize_output(turn.output, turn.command))
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        flags.append(bool(lines) and all(re.search(rf"(?<!\w){re.escape(line)}(?!\w)", seen) for line in lines))
+        expanded = turn.command.replace("\\n", "\n").replace("\\t", "\t")
+        seen += "\n" + squeeze(f"{turn.command}\n{expanded}\n{turn.output}") + "\n" + output + "\n" + turn.cwd
+    return flags
+
+
 def make_record(episode_id: str, turn_index: int, real: Turn, prediction: Prediction,
-                context_tokens: int = 0, extra_metrics: dict[str, float] | None = None) -> TurnRecord:
+                context_tokens: int = 0, extra_metrics: dict[str, float] | None = None,
+                copyable: bool = False) -> TurnRecord:
     metrics = score_turn(prediction, real)
     metrics.update(extra_metrics or {})
     return TurnRecord(episode_id=episode_id, turn=turn_index, context_tokens=context_tokens,
                       command_word=turn_word(real), nonempty=bool(real.output.strip()),
-                      metrics=metrics, prediction=prediction)
+                      metrics=metrics, prediction=prediction, copyable=copyable)
 
 
 def _means(records: list[TurnRecord]) -> dict[str, float]:
@@ -116,7 +149,8 @@ def _means(records: list[TurnRecord]) -> dict[str, float]:
 
 
 def summarize(records: Iterable[TurnRecord], min_command_count: int = 1) -> dict:
-    """{metric: mean, n, by_turn: [{turn, n, metric...}], nonempty: {...}, by_command: {word: {...}}}.
+    """{metric: mean, n, by_turn: [{turn, n, metric...}], nonempty: {...}, copyable: {...},
+    by_command: {word: {...}}}.
 
     `nonempty` and every by_command entry are themselves {metric: mean, n, nonempty: {...}}; commands
     seen fewer than `min_command_count` times are pooled under "<other>"."""
@@ -128,6 +162,7 @@ def summarize(records: Iterable[TurnRecord], min_command_count: int = 1) -> dict
     summary["by_turn"] = [{"turn": t, **_means(by_turn[t])} for t in sorted(by_turn)]
     nonempty = [r for r in records if r.nonempty]
     summary["nonempty"] = _means(nonempty)
+    summary["copyable"] = _means([r for r in records if r.copyable])
     by_word = collections.defaultdict(list)
     for record in records:
         by_word[record.command_word].append(record)

@@ -166,7 +166,9 @@ def main(args) -> int:
     for name in [*shown, *(f"baselines.{b}" for b in report["baselines"])]:
         section = report["baselines"][name.split(".")[1]] if name.startswith("baselines.") else report[name]
         print(f"{name:28s} correct {section['correct']:.3f}  exact_norm {section['exact_norm']:.3f}  "
-              f"edit_sim {section['edit_sim']:.3f}  non-empty correct {section['nonempty']['correct']:.3f}",
+              f"edit_sim {section['edit_sim']:.3f}  non-empty correct {section['nonempty']['correct']:.3f}  "
+              f"copyable correct {section['copyable']['correct']:.3f} "
+              f"({section['copyable']['n']}/{section['nonempty']['n']} non-empty)",
               file=sys.stderr)
     print(f"wrote {out_dir / 'report.json'}, {len(pngs)} plots, TensorBoard events in {out_dir / 'tb'}",
           file=sys.stderr)

@@ -7,6 +7,7 @@ Tags:
   fidelity/{section}/{metric}                 section: teacher_forced, self_conditioned, closed_loop,
                                               baseline_ngram, baseline_trivial
   fidelity_nonempty/{section}/{metric}        the same on turns whose real output is not empty
+  fidelity_copyable/{section}/{metric}        the same on turns whose output appeared earlier in the session
   by_turn/{section}/{metric}/turn_{t:03d}     per-turn means of BY_TURN_METRICS
   exposure_bias/{area_correct, mean_gap_correct, excess_error_fraction, survival_gap}
   exposure_bias/right_after_error/{regime}    P(turn right | previous turn wrong)
@@ -38,6 +39,8 @@ def layout(report: dict) -> dict:
     charts = {metric: ["Multiline", [f"fidelity/{name}/{metric}" for name in names]] for metric in SCALAR_METRICS}
     nonempty = {metric: ["Multiline", [f"fidelity_nonempty/{name}/{metric}" for name in names]]
                 for metric in SCALAR_METRICS}
+    copyable = {metric: ["Multiline", [f"fidelity_copyable/{name}/{metric}" for name in names]]
+                for metric in SCALAR_METRICS}
     by_turn = {f"{name} {metric}": ["Multiline", [rf"by_turn/{name}/{metric}/turn_\d+"]]
                for name in names for metric in BY_TURN_METRICS}
     exposure = {"gap": ["Multiline", ["exposure_bias/area_correct", "exposure_bias/mean_gap_correct",
@@ -45,7 +48,8 @@ def layout(report: dict) -> dict:
                 "recovery": ["Multiline", [r"exposure_bias/right_after_error/.*"]],
                 "fit AIC": ["Multiline", [r"exposure_bias/fit_.*_aic"]],
                 "file system": ["Multiline", [r"fs/.*"]]}
-    return {"fidelity": charts, "fidelity (non-empty outputs)": nonempty, "per turn": by_turn,
+    return {"fidelity": charts, "fidelity (non-empty outputs)": nonempty,
+            "fidelity (copyable outputs)": copyable, "per turn": by_turn,
             "exposure bias": exposure}
 
 
@@ -56,6 +60,7 @@ def write(writer, report: dict, step: int) -> None:
         for metric in SCALAR_METRICS:
             _scalar(writer, f"fidelity/{name}/{metric}", section.get(metric), step)
             _scalar(writer, f"fidelity_nonempty/{name}/{metric}", section.get("nonempty", {}).get(metric), step)
+            _scalar(writer, f"fidelity_copyable/{name}/{metric}", section.get("copyable", {}).get(metric), step)
         for row in section.get("by_turn", []):
             for metric in BY_TURN_METRICS:
                 _scalar(writer, f"by_turn/{name}/{metric}/turn_{row['turn']:03d}", row.get(metric), step)

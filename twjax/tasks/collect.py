@@ -72,18 +72,19 @@ class CountingSession:
         return getattr(self._session, name)
 
 
-def run_job(session, job: splits.Job, exploration_steps: int) -> dict:
+def run_job(session, job: splits.Job, exploration_steps: int, observe: bool = False) -> dict:
     """In a worker with a fresh session: check the task (check_task: the no-op must fail the verifier,
     the expert solution must pass it), then record one episode of the job's kind. An expert job's
     episode is the check's own; for other kinds the sandbox is reset (Session.reset: processes
     killed, writable directories emptied) so the episode starts from the untouched state.
+    `observe`: every episode opens with the observation of the state after setup (episodes.prepare).
     Returns {"episode": json} or {"failure": json}, and "commands": how many the harness ran."""
     from twjax.harness.shell import SandboxError
     from twjax.tasks import episodes
     session = CountingSession(session)
     where = {"id": job.episode_id, "split": job.split, "family": job.family, "seed": job.seed, "kind": job.kind}
     try:
-        check = episodes.check_task(session, job.task)
+        check = episodes.check_task(session, job.task, observe)
         if not check.ok:
             return {"failure": {**where, "stage": "check", "error": check.reason}, "commands": session.commands}
         rng = random.Random(f"{job.seed}/{job.kind}")
@@ -92,9 +93,9 @@ def run_job(session, job: splits.Job, exploration_steps: int) -> dict:
         else:
             session.reset()
             if job.kind == "injected":
-                episode = episodes.injected_episode(session, job.task, rng)
+                episode = episodes.injected_episode(session, job.task, rng, observe=observe)
             else:
-                episode = episodes.exploration_episode(session, job.task, rng, exploration_steps)
+                episode = episodes.exploration_episode(session, job.task, rng, exploration_steps, observe)
     except Exception as error:  # a broken task or sandbox is one counted failure, not the end of the run
         stage = "sandbox" if isinstance(error, SandboxError) else "episode"
         return {"failure": {**where, "stage": stage, "error": f"{type(error).__name__}: {error}",
@@ -241,7 +242,8 @@ def collect(config, out: str | pathlib.Path, limit: int | None = None, progress:
     with Pool(backend=config.backend, workers=int(config.workers)) as pool, \
             open(out / FAILURES, "a", encoding="utf-8") as failures:
         backend = pool.backend
-        work = functools.partial(run_job, exploration_steps=int(config.exploration_steps))
+        work = functools.partial(run_job, exploration_steps=int(config.exploration_steps),
+                                 observe=bool(config.get("observe_setup", False)))
         try:
             for result in pool.imap_unordered(work, todo):
                 commands += result["commands"]

@@ -1,13 +1,17 @@
 """Running tasks in a real session: expert, error-injected and exploration episodes, and check_task.
 
-The setup script runs first and is not part of the transcript. The verifier runs as a side probe
-(a subshell: the session's cwd, variables and shell state stay as they were) and is recorded as a
-turn labelled "verify" whose command is the verifier script: once at the end of every episode (its
-verdict also goes to Episode.extra: verifier, passed), once more midway through expert episodes
-(after a seeded number of solution steps, 0 included) and, in injected episodes, right after the
-first mistake (inject.py), so the learned terminal sees the verifier fail on unfinished and wrong
-states as well as pass on finished ones: that is what its learned reward
-(grounded.learned_verdicts) is asked to predict. Every output is what the real terminal printed.
+The setup script runs first and is not part of the transcript. With `observe`, an observation of
+the state it left (OBSERVE_COMMAND: the workspace's listing and the head of each text file) opens
+the transcript as a turn labelled "setup": the state a terminal model is given, not asked to
+guess (most non-empty outputs of these sessions otherwise show files no earlier turn printed).
+The verifier runs as a side probe (a subshell: the session's cwd, variables and shell state stay
+as they were) and is recorded as a turn labelled "verify" whose command is the verifier script:
+once at the end of every episode (its verdict also goes to Episode.extra: verifier, passed), once
+more midway through expert episodes (after a seeded number of solution steps, 0 included) and, in
+injected episodes, right after the first mistake (inject.py), so the learned terminal sees the
+verifier fail on unfinished and wrong states as well as pass on finished ones: that is what its
+learned reward (grounded.learned_verdicts) is asked to predict. Every output is what the real
+terminal printed.
 """
 import dataclasses
 import random
@@ -17,13 +21,19 @@ from twjax.tasks.base import Task
 
 COMMAND_TIMEOUT = 20.0
 SCRIPT_TIMEOUT = 60.0
+# The workspace after setup: a recursive long listing (git internals left out) and the first 20
+# lines of each of the first 24 text files under head's "==> path <==" headers, 100 lines at most.
+OBSERVE_COMMAND = ("{ ls -laR -I .git; find . -name .git -prune -o -type f -print | LC_ALL=C sort | head -n 24 "
+                   "| xargs -r -d '\\n' grep -Il '' | xargs -r -d '\\n' head -v -n 20; } | head -n 100")
 
 
 class TaskSetupError(RuntimeError):
     """The task's setup script failed: the task is broken, not the agent."""
 
 
-def prepare(session, task: Task) -> Turn:
+def prepare(session, task: Task, observe: bool = False) -> list[Turn]:
+    """Runs the setup and enters the task's directory. Returns the transcript's opening turns: the
+    observation of the state (label "setup") with `observe`, else none."""
     turn = session.run_script(task.setup, timeout=SCRIPT_TIMEOUT)
     if turn.exit_code != 0:
         raise TaskSetupError(f"{task.id}: setup exited {turn.exit_code}: {turn.output[-500:]}")
@@ -31,7 +41,7 @@ def prepare(session, task: Task) -> Turn:
     entered = session.run(f"cd {task.workdir}", timeout=COMMAND_TIMEOUT)
     if entered.exit_code != 0:
         raise TaskSetupError(f"{task.id}: cannot enter {task.workdir}: {entered.output[-300:]}")
-    return turn
+    return [run_turn(session, OBSERVE_COMMAND, "setup")] if observe else []
 
 
 def verify(session, task: Task) -> Turn:
@@ -66,22 +76,23 @@ def finish(session, task: Task, turns: list[Turn], kind: str, episode_id: str, *
         verifier=task.verifier, passed=verdict.exit_code == 0, kind=kind, **extra))
 
 
-def expert_episode(session, task: Task) -> Episode:
-    prepare(session, task)
-    turns = solve(session, task)
+def expert_episode(session, task: Task, observe: bool = False) -> Episode:
+    turns = prepare(session, task, observe)
+    turns += solve(session, task)
     return finish(session, task, turns, "expert", f"{task.id}-expert")
 
 
 def injected_episode(session, task: Task, rng: random.Random, **options) -> Episode:
-    """options: errors (how many mistakes to try for), explore_steps (look-around turns first)."""
+    """options: errors (how many mistakes to try for), explore_steps (look-around turns first),
+    observe (open with the observation of the state)."""
     from twjax.tasks import inject
     return inject.injected_episode(session, task, rng, **options)
 
 
-def exploration_episode(session, task: Task, rng: random.Random, steps: int = 8) -> Episode:
+def exploration_episode(session, task: Task, rng: random.Random, steps: int = 8, observe: bool = False) -> Episode:
     from twjax.tasks import explore
-    prepare(session, task)
-    turns = explore.walk(session, rng, steps)
+    turns = prepare(session, task, observe)
+    turns += explore.walk(session, rng, steps)
     return finish(session, task, turns, "exploration", f"{task.id}-explore-{rng.getrandbits(32):08x}")
 
 
@@ -94,23 +105,24 @@ class TaskCheck:
     episode: Episode | None  # the expert episode, reusable as data when ok
 
 
-def check_task(session_or_factory, task: Task) -> TaskCheck:
+def check_task(session_or_factory, task: Task, observe: bool = False) -> TaskCheck:
     """Runs the task for real: the verifier must fail right after setup (doing nothing must not pass;
     a verifier that cannot fail is a bug) and pass after the expert solution.
 
     Takes an open session, or a factory returning a context manager that yields one (e.g.
     functools.partial(open_session, backend="auto")); with a factory a fresh session is used.
+    `observe`: the expert episode opens with the observation of the state (see prepare).
     """
     if callable(session_or_factory) and not hasattr(session_or_factory, "run"):
         with session_or_factory() as session:
-            return check_task(session, task)
+            return check_task(session, task, observe)
     session = session_or_factory
     try:
-        prepare(session, task)
+        opening = prepare(session, task, observe)
     except TaskSetupError as error:
         return TaskCheck(False, False, False, str(error), None)
     noop = verify(session, task)
-    turns = solve(session, task, noop)
+    turns = opening + solve(session, task, noop)
     episode = finish(session, task, turns, "expert", f"{task.id}-expert")
     noop_failed, passed = noop.exit_code != 0, episode.extra["passed"]
     failing = [t for t in turns if t.label == "expert" and t.exit_code != 0]
