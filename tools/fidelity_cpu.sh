@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 6's CPU experiment: the tiny learned terminal with a 1,024-token context on the same tasks
+# collected twice, as recorded and opening with an observation of the state after setup
+# (--config.observe_setup=True), each trained 1,500 steps and evaluated on 64 test episodes.
+# About 6 + 6 min of collection, 2 x 32 min of training and 2 x ~10 min of evaluation on 2 cores.
+# Re-running skips what is done and resumes the rest.
+#   bash tools/fidelity_cpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+twjax=(.venv/bin/python -m twjax)
+data=data/ablation  # the same collection and tokenizer as tools/ablation_cpu.sh
+
+collect() {  # out extra-flags...
+  local out=$1; shift
+  if [ ! -e "$out/stats.json" ]; then
+    "${twjax[@]}" collect --config configs/data/tiny.py --config.episodes.train=96 --config.seed=0 --out "$out" "$@"
+  fi
+}
+collect "$data/n96"
+collect data/observed/n96 --config.observe_setup=True
+if [ ! -e "$data/tokenizer.model" ]; then
+  "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$data/tokenizer.model" --vocab-size 2048
+fi
+
+for run in recorded:$data/n96 observed:data/observed/n96; do
+  name=${run%%:*} episodes=${run#*:}
+  workdir=runs/fidelity/$name
+  "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
+    "--config.data.train=$episodes/train-*.jsonl" "--config.data.valid=$episodes/valid-*.jsonl" \
+    "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=1500 \
+    --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4
+  if [ ! -e "$workdir/eval/report.json" ]; then
+    "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$episodes/test-*.jsonl" \
+      --train-episodes "$episodes/train-*.jsonl" --max-episodes 64 --json > "$workdir/eval.json"
+  fi
+  echo "$name: $workdir/eval/report.json"
+done
