@@ -85,6 +85,11 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 FIDELITY_KEYS = ("correct", "exact", "exact_norm", "edit_sim", "line_f1", "exit_acc", "cwd_acc")
 
 
+def fidelity_table(sections: dict[str, dict]) -> list[str]:
+    return table(["", *FIDELITY_KEYS], [[name, *(sec.get(k, "") for k in FIDELITY_KEYS)]
+                                        for name, sec in sections.items()])
+
+
 def write_report(workdir: pathlib.Path, timings: dict) -> pathlib.Path:
     """A short markdown report: the numbers of this run and where to look for the rest."""
     stats = json.loads((workdir / "data" / "stats.json").read_text())
@@ -110,16 +115,12 @@ def write_report(workdir: pathlib.Path, timings: dict) -> pathlib.Path:
         f"Step {last_eval['step']}: valid loss {last_eval['eval/loss']:.3f} nats on terminal tokens "
         f"(unigram baseline {last_eval['eval/unigram_baseline']:.3f}).", "",
         "## Fidelity on the test split (`terminal/eval/report.json`, per turn: `terminal/eval/turns.jsonl`)", "",
-        "All turns:", "",
-        *table(["", *FIDELITY_KEYS], [[name, *(sec.get(k, "") for k in FIDELITY_KEYS)]
-                                      for name, sec in sections.items()]), "",
+        "All turns:", "", *fidelity_table(sections), "",
         "Turns whose real output is not empty (an always-empty guess scores 0 here):", "",
-        *table(["", *FIDELITY_KEYS], [[name, *(sec.get("nonempty", {}).get(k, "") for k in FIDELITY_KEYS)]
-                                      for name, sec in sections.items()]), "",
+        *fidelity_table({name: sec.get("nonempty", {}) for name, sec in sections.items()}), "",
         "Of those, the turns whose every output line appeared earlier in the session (a perfect copier "
         "could write them; the rest need a computation or show state the session never printed):", "",
-        *table(["", *FIDELITY_KEYS], [[name, *(sec.get("copyable", {}).get(k, "") for k in FIDELITY_KEYS)]
-                                      for name, sec in sections.items()]), "",
+        *fidelity_table({name: sec.get("copyable", {}) for name, sec in sections.items()}), "",
         "## Exposure bias (teacher-forced vs self-conditioned)", "",
         *table(["metric", "area between curves", "excess-error fraction"],
                [[k, bias["area_between"][k]["area"], bias["excess_error_fraction"].get(k, "")]

@@ -21,6 +21,7 @@ from twjax.evaluate import metrics
 SECTIONS = ("teacher_forced", "self_conditioned", "closed_loop")
 SCALAR_METRICS = metrics.TURN_METRICS + ("xent",)
 BY_TURN_METRICS = ("correct", "exact_norm", "edit_sim", "xent")  # per-turn tags: a few, not all
+SUBSETS = {"nonempty": "non-empty outputs", "copyable": "copyable outputs"}  # metrics.summarize's subsets
 
 
 def sections(report: dict) -> dict[str, dict]:
@@ -37,10 +38,9 @@ def _scalar(writer, tag: str, value, step: int) -> None:
 def layout(report: dict) -> dict:
     names = list(sections(report))
     charts = {metric: ["Multiline", [f"fidelity/{name}/{metric}" for name in names]] for metric in SCALAR_METRICS}
-    nonempty = {metric: ["Multiline", [f"fidelity_nonempty/{name}/{metric}" for name in names]]
-                for metric in SCALAR_METRICS}
-    copyable = {metric: ["Multiline", [f"fidelity_copyable/{name}/{metric}" for name in names]]
-                for metric in SCALAR_METRICS}
+    subsets = {f"fidelity ({title})": {metric: ["Multiline", [f"fidelity_{subset}/{name}/{metric}" for name in names]]
+                                       for metric in SCALAR_METRICS}
+               for subset, title in SUBSETS.items()}
     by_turn = {f"{name} {metric}": ["Multiline", [rf"by_turn/{name}/{metric}/turn_\d+"]]
                for name in names for metric in BY_TURN_METRICS}
     exposure = {"gap": ["Multiline", ["exposure_bias/area_correct", "exposure_bias/mean_gap_correct",
@@ -48,9 +48,7 @@ def layout(report: dict) -> dict:
                 "recovery": ["Multiline", [r"exposure_bias/right_after_error/.*"]],
                 "fit AIC": ["Multiline", [r"exposure_bias/fit_.*_aic"]],
                 "file system": ["Multiline", [r"fs/.*"]]}
-    return {"fidelity": charts, "fidelity (non-empty outputs)": nonempty,
-            "fidelity (copyable outputs)": copyable, "per turn": by_turn,
-            "exposure bias": exposure}
+    return {"fidelity": charts, **subsets, "per turn": by_turn, "exposure bias": exposure}
 
 
 def write(writer, report: dict, step: int) -> None:
@@ -59,8 +57,8 @@ def write(writer, report: dict, step: int) -> None:
     for name, section in sections(report).items():
         for metric in SCALAR_METRICS:
             _scalar(writer, f"fidelity/{name}/{metric}", section.get(metric), step)
-            _scalar(writer, f"fidelity_nonempty/{name}/{metric}", section.get("nonempty", {}).get(metric), step)
-            _scalar(writer, f"fidelity_copyable/{name}/{metric}", section.get("copyable", {}).get(metric), step)
+            for subset in SUBSETS:
+                _scalar(writer, f"fidelity_{subset}/{name}/{metric}", section.get(subset, {}).get(metric), step)
         for row in section.get("by_turn", []):
             for metric in BY_TURN_METRICS:
                 _scalar(writer, f"by_turn/{name}/{metric}/turn_{row['turn']:03d}", row.get(metric), step)
