@@ -1,6 +1,7 @@
 """Teacher-forced and self-conditioned regimes on models small enough to build here, prompts
 against the tokenizer's layout, cross-entropy against a direct computation, and the file-system
 probe scoring."""
+import functools
 import random
 
 import jax
@@ -79,9 +80,28 @@ def test_prompts_follow_the_tokenizer_layout_and_truncation(corpus):
     for max_len in (full + 5, full, full - 3, len(task) + len(tail) + len(segments[-1]) + 2):
         expected, _ = tok.encode_episode(Episode(episode.id, episode.task, episode.turns), max_len - len(tail),
                                          finished=False)
-        got = fidelity.assemble(task, segments, tail, max_len)
+        got = fidelity.assemble(task, segments, tail, max_len, functools.partial(tok.pinned_prefix, episode))
         np.testing.assert_array_equal(got, np.concatenate([expected, tail]))
         assert len(got) <= max_len
+
+
+def test_prompts_keep_the_given_observation_pinned(corpus):
+    tok, episodes = corpus
+    episode = max(episodes, key=lambda e: len(e.turns))
+    listing = "".join(f"-rw-r--r-- 1 root root {i} file{i}.txt\n" for i in range(40))
+    observed = Episode(episode.id, episode.task, [Turn("ls -la", listing, 0, "/root/task", label="setup"), *episode.turns])
+    given = tok.encode_turn(observed.turns[0])[0]
+    head = np.concatenate([tok.encode_task(observed.task), given])
+    segments = [tok.encode_turn(t)[0] for t in observed.turns[1:]]
+    tail = np.concatenate([tok.encode_command("ls -la"), [tok.id_of("<out>")]])
+    pinned = functools.partial(tok.pinned_prefix, observed)
+    for max_len in (2 * len(head) + len(tail) + 4, len(head) + len(tail) + len(segments[-1]), len(tail) + 128):
+        expected, _ = tok.encode_episode(observed, max_len - len(tail), finished=False)
+        got = fidelity.assemble(head, segments, tail, max_len, pinned)
+        np.testing.assert_array_equal(got, np.concatenate([expected, tail]))
+        text = tok.decode(got)
+        assert text.startswith(tok.decode(tok.encode_task(observed.task)[:(max_len - len(tail)) // 4]))
+        assert "file0.txt" in text and "<exit>0<cwd>/root/task</out>" in text  # the observation's head, whole
 
 
 def test_oracle_scores_perfectly_and_self_conditioning_equals_teacher_forcing(corpus):

@@ -146,6 +146,69 @@ def test_long_task_is_cut_to_a_quarter(corpus):
     assert (roles == T.ROLE_TASK).sum() == 25 and ids[-1] == tok.eoe_id and len(ids) <= 100
 
 
+def _observed_episode(lines=30, turns=12):
+    listing = "".join(f"-rw-r--r-- 1 root root {i} file{i}.txt\n" for i in range(lines))
+    return Episode("obs", "the task text", [Turn("ls -la", listing, 0, "/root", label="setup"),
+                                            *_long_episode(turns).turns])
+
+
+def test_truncation_pins_the_given_observation(corpus):
+    tok = corpus[2]
+    ep = _observed_episode(turns=40)
+    task_ids = tok.encode_task(ep.task).tolist()
+    given = tok.encode_turn(ep.turns[0])[0].tolist()
+    turn_ids = [tok.encode_turn(t)[0].tolist() for t in ep.turns[1:]]
+    max_len = 2 * (len(task_ids) + len(given))
+    ids, roles = tok.encode_episode(ep, max_len=max_len)
+    assert ids[:len(task_ids) + len(given)].tolist() == task_ids + given, "task and observation stay first"
+    budget, recent = max_len - len(task_ids) - len(given) - 1, []
+    while turn_ids and len(turn_ids[-1]) <= budget:
+        budget -= len(turn_ids[-1])
+        recent = turn_ids.pop() + recent
+    assert recent and turn_ids, "some turns kept, some dropped"
+    assert ids[len(task_ids) + len(given):-1].tolist() == recent
+    assert len(ids) <= max_len and ids[-1] == tok.eoe_id and tok.pinned_prefix(ep, max_len).tolist() == task_ids + given
+
+
+def test_an_observation_over_half_the_context_keeps_its_head_lines(corpus):
+    tok = corpus[2]
+    ep = _observed_episode(lines=200)
+    max_len = 256
+    pinned = tok.pinned_prefix(ep, max_len)
+    assert len(pinned) <= max_len // 2
+    task_len = len(tok.encode_task(ep.task))
+    span = tok.decode(pinned[task_len:])
+    head = span[len("<cmd>ls -la</cmd><out>"):span.index("<exit>")]
+    assert span.startswith("<cmd>ls -la</cmd><out>") and span.endswith("<exit>0<cwd>/root</out>")
+    assert head and ep.turns[0].output.startswith(head) and head.endswith("\n")
+    one_more = ep.turns[0].output[:len(head) + ep.turns[0].output[len(head):].index("\n") + 1]
+    cut = lambda text: tok.encode_turn(Turn("ls -la", text, 0, "/root"))[0]
+    assert task_len + len(cut(one_more)) > max_len // 2, "the most lines that fit"
+    ids, _ = tok.encode_episode(ep, max_len=max_len)
+    assert ids[:len(pinned)].tolist() == pinned.tolist() and len(ids) <= max_len
+    windows = tok.encode_windows(ep, max_len)
+    assert all(w[0][:len(pinned)].tolist() == pinned.tolist() for w in windows)
+    for t in ep.turns[1:]:
+        assert any(f"<cmd>{t.command}</cmd>" in tok.decode(w[0][len(pinned):]) for w in windows)
+    tiny = tok.pinned_prefix(ep, 8)
+    assert tiny.tolist() == tok.encode_task(ep.task)[:2].tolist(), "no room: the task's head alone"
+    no_line = len(tok.encode_task(ep.task)) + len(cut("")) + 1
+    assert tok.pinned_prefix(ep, 2 * no_line).tolist() == tok.encode_task(ep.task).tolist(), \
+        "room for the command but not one line of its output: the observation is left out, not emptied"
+
+
+def test_given_turns_are_never_imitated(corpus):
+    tok = corpus[2]
+    ep = _observed_episode(lines=3, turns=2)
+    [(ids, roles, fresh)] = tok.encode_windows(ep, 10_000)
+    given_len = len(tok.encode_turn(ep.turns[0])[0])
+    task_len = len(tok.encode_task(ep.task))
+    given = slice(task_len, task_len + given_len)
+    assert not fresh[given][roles[given] == T.ROLE_AGENT].any()
+    assert fresh[given][roles[given] == T.ROLE_TERMINAL].all()
+    assert fresh[task_len + given_len:].all()
+
+
 def test_windows_cover_every_turn(corpus):
     tok = corpus[2]
     ep = Episode("w", "the task", [Turn(f"echo {i}", f"line {i}\n" * (1 + i % 5), 0, "/root") for i in range(20)])

@@ -16,6 +16,10 @@ from typing import Any, Iterable, Iterator, Sequence
 # variables alone, and is replayed the same way (Session.run_script), never as a plain command.
 LABELS = ("expert", "error", "recovery", "exploration", "verify", "setup")
 SIDE_PROBE_LABELS = ("verify",)
+# Turns that give a model the state instead of asking for it (the observation after setup). Those
+# that open an episode (Episode.n_given) are pinned with the task when a long session is truncated
+# (twjax.tokenizer); no agent imitates them and no fidelity metric scores them.
+GIVEN_LABELS = ("setup",)
 
 
 class EpisodeFormatError(ValueError):
@@ -69,6 +73,14 @@ class Episode:
     task: str
     turns: list[Turn]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_given(self) -> int:
+        """How many turns open the episode with the state given (GIVEN_LABELS)."""
+        count = 0
+        while count < len(self.turns) and self.turns[count].label in GIVEN_LABELS:
+            count += 1
+        return count
 
     def to_json(self) -> dict[str, Any]:
         record = dict(self.extra)

@@ -23,12 +23,15 @@ Text policy (encode -> decode is the identity):
     lone surrogate (not producible from bytes) becomes U+FFFD. U+2581 "▁", sentencepiece's
     space symbol, is likewise kept away from sentencepiece: it is spelled as its UTF-8 bytes.
 
-Truncation policy (encode_episode with max_len): the task is kept (its head, at most a quarter
-of max_len), then the most recent turns that fit whole; if not even the latest turn fits, its
+Truncation policy (encode_episode with max_len): the pinned prefix is kept: the task's head (at
+most a quarter of max_len), then the turns that open the episode with the state given
+(episode.GIVEN_LABELS: the observation after setup), in at most half of max_len in all (a given
+turn that does not fit whole keeps the head lines of its output, its layout intact; a later one is
+left out). Then come the most recent turns that fit whole; if not even the latest turn fits, its
 prefix is kept (a prefix of a valid sequence is still a valid training sequence); a task with
 no turns keeps the head of the task. Training uses encode_windows, which cuts a long session
-into several windows (task + consecutive turns, with recent history for context) so that every
-token is a fresh target of exactly one window.
+into several windows (pinned prefix + consecutive turns, with recent history for context) so that
+every token is a fresh target of exactly one window (but the lines a cut given turn leaves out).
 """
 import argparse
 import dataclasses
@@ -144,22 +147,58 @@ class Tokenizer:
                                 np.full(len(terminal), ROLE_TERMINAL)]).astype(np.int32)
         return ids, roles
 
+    @staticmethod
+    def _capped(turns: Sequence[episode_lib.Turn], max_len: int | None) -> list[episode_lib.Turn]:
+        """With max_len, a command or output longer than 32 * max_len characters is cut first (a
+        piece spans at most 16 characters, so the cut turn still overflows max_len and keeps its
+        head): an output flood costs bounded time."""
+        if max_len is None:
+            return list(turns)
+        cap = 32 * max_len
+        return [dataclasses.replace(t, command=t.command[:cap], output=t.output[:cap]) for t in turns]
+
+    def _encode_part(self, turn: episode_lib.Turn, unimitated_labels: Sequence[str]):
+        """(ids, roles, imitated): `imitated` is False on the agent tokens of given turns and of
+        turns labelled one of unimitated_labels."""
+        ids, roles = self.encode_turn(turn)
+        copied = turn.label not in unimitated_labels and turn.label not in episode_lib.GIVEN_LABELS
+        return ids, roles, (roles != ROLE_AGENT) | copied
+
     def _turns(self, ep: episode_lib.Episode, max_len: int | None,
                unimitated_labels: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Encoded turns (ids, roles, imitated); with max_len, a command or output longer than
-        32 * max_len characters is cut first (a piece spans at most 16 characters, so the cut turn
-        still overflows max_len and keeps its head): an output flood costs bounded time.
-        `imitated` is False on the agent tokens of turns labelled one of unimitated_labels."""
-        turns = ep.turns
-        if max_len is not None:
-            cap = 32 * max_len
-            turns = [dataclasses.replace(t, command=t.command[:cap], output=t.output[:cap]) for t in turns]
-        parts = []
-        for turn in turns:
-            ids, roles = self.encode_turn(turn)
-            imitated = (roles != ROLE_AGENT) | (turn.label not in unimitated_labels)
-            parts.append((ids, roles, imitated))
-        return parts
+        """Encoded turns (ids, roles, imitated) after the given ones that open the episode."""
+        return [self._encode_part(t, unimitated_labels) for t in self._capped(ep.turns[ep.n_given:], max_len)]
+
+    def _given_head(self, turn: episode_lib.Turn, room: int):
+        """The given turn with the most head lines of its output that fit in room tokens, or None
+        if not one line does (an empty output would tell the model the state is empty)."""
+        lines = turn.output.splitlines(keepends=True)
+        fits = lambda n: len(self.encode_turn(dataclasses.replace(turn, output="".join(lines[:n])))[0]) <= room
+        if not lines or not fits(1):
+            return None
+        low, high = 1, len(lines)  # fits(low); the answer is in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return self._encode_part(dataclasses.replace(turn, output="".join(lines[:low]), truncated=True), ())
+
+    def _pinned(self, ep: episode_lib.Episode, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pinned prefix (ids, roles, imitated) of a sequence cut to max_len: see the module doc."""
+        task = self._cut(self._task_part(ep), max(1, max_len // 4))
+        parts, room = [task], max_len // 2 - len(task[0])
+        for turn in self._capped(ep.turns[:ep.n_given], max_len):
+            part = self._encode_part(turn, ())
+            if len(part[0]) > room:
+                part = self._given_head(turn, room)
+                parts += [part] if part is not None else []
+                break
+            parts.append(part)
+            room -= len(part[0])
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    def pinned_prefix(self, ep: episode_lib.Episode, max_len: int) -> np.ndarray:
+        """Ids of what a sequence of ep cut to max_len tokens keeps first, whatever follows."""
+        return self._pinned(ep, max_len)[0].astype(np.int32)
 
     def parse_terminal_span(self, ids: Sequence[int]) -> tuple[str, int | None, str | None]:
         """(output, exit_code, cwd) of a terminal span; a leading <out> is allowed and a missing
@@ -188,6 +227,11 @@ class Tokenizer:
         ids = self.encode_task(ep.task)
         return ids, np.full(len(ids), ROLE_TASK, np.int32), np.ones(len(ids), bool)
 
+    def _head_part(self, ep: episode_lib.Episode, max_len: int | None):
+        """The task and the given turns, whole."""
+        given = [self._encode_part(t, ()) for t in self._capped(ep.turns[:ep.n_given], max_len)]
+        return self._join(self._task_part(ep), given, False)
+
     def _join(self, task, turns, finished: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = [task] + list(turns)
         if finished:
@@ -203,12 +247,11 @@ class Tokenizer:
     def encode_episode(self, ep: episode_lib.Episode, max_len: int | None = None,
                        finished: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(ids int32[T], roles int32[T]); `finished` appends <eoe>. See the truncation policy."""
-        task = self._task_part(ep)
         turns = self._turns(ep, max_len)
-        ids, roles, _ = self._join(task, turns, finished)
+        ids, roles, _ = self._join(self._head_part(ep, max_len), turns, finished)
         if max_len is None or len(ids) <= max_len:
             return ids, roles
-        task = self._cut(task, max(1, max_len // 4))
+        task = self._pinned(ep, max_len)
         budget = max_len - len(task[0]) - int(finished)
         kept = []
         for turn in reversed(turns):
@@ -224,20 +267,20 @@ class Tokenizer:
                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Training windows (ids, roles, fresh) of at most max_len tokens covering every turn.
 
-        A window is the task (head, at most max_len // 4) followed by consecutive turns: first as
-        many not yet covered turns as fit, then as much recent history before them as fits. Only
-        the last window ends with <eoe>. A turn longer than the room left is kept as a prefix.
-        `fresh` (bool) marks the tokens a window is the first to hold (the task counts in the
-        first window only), so a loss over fresh targets sees each token once per episode. The
-        agent tokens of turns labelled one of `unimitated_labels` (e.g. injected "error" turns:
-        context to recover from, not behaviour to copy) are never fresh.
+        A window is the pinned prefix (the task's head and the given turns: see the module doc)
+        followed by consecutive turns: first as many not yet covered turns as fit, then as much
+        recent history before them as fits. Only the last window ends with <eoe>. A turn longer
+        than the room left is kept as a prefix. `fresh` (bool) marks the tokens a window is the
+        first to hold (the prefix counts in the first window only), so a loss over fresh targets
+        sees each token once per episode. The agent tokens of given turns and of turns labelled
+        one of `unimitated_labels` (e.g. injected "error" turns: context to recover from, not
+        behaviour to copy) are never fresh.
         """
-        full_task = self._task_part(ep)
         turns = self._turns(ep, max_len, unimitated_labels)
-        whole = self._join(full_task, turns, True)
+        whole = self._join(self._head_part(ep, max_len), turns, True)
         if len(whole[0]) <= max_len:
             return [whole]
-        task = self._cut(full_task, max(1, max_len // 4))
+        task = self._pinned(ep, max_len)
         room = max_len - len(task[0])
         if not turns:
             return [self._join(task, [], True)]

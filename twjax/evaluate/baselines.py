@@ -12,7 +12,7 @@ import collections
 from typing import Callable, Iterable, Protocol, Sequence
 
 from twjax.episode import Episode
-from twjax.evaluate.metrics import GIVEN_LABELS, Prediction, TurnRecord, copyable_turns, make_record, turn_word
+from twjax.evaluate.metrics import Prediction, TurnRecord, copyable_turns, make_record, turn_word
 
 UNCHANGED = None  # cwd token: the cwd after the turn equals the cwd before it
 DEFAULT_INITIAL_CWD = "/root"  # the harness's default working directory
@@ -98,4 +98,4 @@ def baseline_records(baseline: Baseline, episodes: Sequence[Episode],
                         context_tokens=context_of(episode, index), copyable=copyable)
             for episode in episodes
             for index, (turn, copyable) in enumerate(zip(episode.turns, copyable_turns(episode)))
-            if turn.label not in GIVEN_LABELS]
+            if index >= episode.n_given]

@@ -2,7 +2,7 @@
 beside the baselines.
 
 Regimes (each scores the model's span for every turn of every episode against the real turn, but
-the given ones, metrics.GIVEN_LABELS, which every regime's history holds as recorded):
+the given ones that open it, Episode.n_given, which every regime's prompts hold as recorded):
   teacher_forced    the history holds the real outputs;
   self_conditioned  the real commands, but the model's own earlier spans in the history (exactly the
                     tokens it generated), so errors can feed on themselves;
@@ -11,8 +11,8 @@ the given ones, metrics.GIVEN_LABELS, which every regime's history holds as reco
                     `closed_loop_records` scores them (evaluate_model takes them as `closed_loop_pairs`).
 
 Generation: for turn t the prompt is the history (task + turns, truncated like the tokenizer: the
-task's head, then the most recent whole turns that fit) + `<cmd> COMMAND </cmd> <out>`, leaving
-`max_new_tokens` of room; the span is decoded greedily until </out> (twjax.decode), batched over
+pinned prefix of task and given turns, then the most recent whole turns that fit) + `<cmd> COMMAND
+</cmd> <out>`, leaving `max_new_tokens` of room; the span is decoded greedily until </out> (twjax.decode), batched over
 episodes, and parsed with tokenizer.parse_terminal_span. Cross-entropy (nats per token) of the
 real span `OUTPUT <exit> CODE <cwd> CWD </out>` is scored on the same prompt.
 """
@@ -50,23 +50,25 @@ class EvalSettings:
 
 
 # ---- prompts ------------------------------------------------------------------------------
-def assemble(task_ids: np.ndarray, segments: Sequence[np.ndarray], tail: np.ndarray, max_len: int) -> np.ndarray:
-    """task + history segments + tail in at most max_len tokens. Over budget, the tokenizer's policy
-    applies to the history (task head of at most a quarter of the room left by the tail, then the
-    most recent whole segments that fit); the tail (command and <out>) is always kept."""
-    whole = np.concatenate([task_ids, *segments, tail]).astype(np.int32)
+def assemble(head: np.ndarray, segments: Sequence[np.ndarray], tail: np.ndarray, max_len: int,
+             pinned: Callable[[int], np.ndarray]) -> np.ndarray:
+    """head (the task and the given turns) + history segments + tail in at most max_len tokens. Over
+    budget, the tokenizer's policy applies to the rest: pinned(room) (Tokenizer.pinned_prefix of the
+    episode for the room the tail leaves), then the most recent whole segments that fit; the tail
+    (command and <out>) is always kept."""
+    whole = np.concatenate([head, *segments, tail]).astype(np.int32)
     if len(whole) <= max_len:
         return whole
     tail = tail[-max(1, max_len - 1):]
     room = max_len - len(tail)
-    task = task_ids[:max(1, room // 4)]
-    budget, kept = room - len(task), []
+    prefix = pinned(room)
+    budget, kept = room - len(prefix), []
     for segment in reversed(segments):
         if len(segment) > budget:
             break
         kept.insert(0, segment)
         budget -= len(segment)
-    return np.concatenate([task, *kept, tail]).astype(np.int32)
+    return np.concatenate([prefix, *kept, tail]).astype(np.int32)
 
 
 def pad_rows(rows: Sequence[np.ndarray], batch: int | None = None, max_width: int | None = None
@@ -166,24 +168,20 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
     prompt_len = max_len - max_new
     out_id = tok.id_of("<out>")
     end_out = tok.id_of("</out>")
-    tasks = [tok.encode_task(e.task) for e in episodes]
+    heads = [np.concatenate([tok.encode_task(e.task)] + [tok.encode_turn(turn)[0] for turn in e.turns[:e.n_given]])
+             for e in episodes]
+    pinned = [functools.partial(tok.pinned_prefix, e) for e in episodes]
     history: list[list[np.ndarray]] = [[] for _ in episodes]
-    full_context = [len(t) for t in tasks]
+    full_context = [len(h) for h in heads]
     copyable = [metrics.copyable_turns(e) for e in episodes]
     run = RegimeRun([], {}, {}, {})
     for t in range(max((len(e.turns) for e in episodes), default=0)):
         active = [i for i, e in enumerate(episodes) if len(e.turns) > t]
-        scored = []
-        for i in active:
-            if episodes[i].turns[t].label in metrics.GIVEN_LABELS:
-                history[i].append(tok.encode_turn(episodes[i].turns[t])[0])
-                full_context[i] += len(history[i][-1])
-            else:
-                scored.append(i)
+        scored = [i for i in active if t >= episodes[i].n_given]
         for start in range(0, len(scored), settings.batch_size):
             rows = scored[start:start + settings.batch_size]
             tails = [np.concatenate([tok.encode_command(episodes[i].turns[t].command), [out_id]]) for i in rows]
-            prompts = [assemble(tasks[i], history[i], tail, prompt_len) for i, tail in zip(rows, tails)]
+            prompts = [assemble(heads[i], history[i], tail, prompt_len, pinned[i]) for i, tail in zip(rows, tails)]
             spans = generate(graphdef, state, tok, prompts, max_new, config=model.config, batch=settings.batch_size)
             real_spans = [tok.encode_terminal(episodes[i].turns[t].output, episodes[i].turns[t].exit_code,
                                               episodes[i].turns[t].cwd) for i in rows]
@@ -208,7 +206,7 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
         for start in range(0, len(probe_rows), settings.batch_size):
             rows = probe_rows[start:start + settings.batch_size]
             tail = np.concatenate([tok.encode_command(PROBE_COMMAND), [out_id]])
-            prompts = [assemble(tasks[i], history[i], tail, prompt_len) for i in rows]
+            prompts = [assemble(heads[i], history[i], tail, prompt_len, pinned[i]) for i in rows]
             for i, span in zip(rows, generate(graphdef, state, tok, prompts, max_new, config=model.config,
                                                       batch=settings.batch_size)):
                 run.probes[(episodes[i].id, t)] = parse_span(tok, span)[0]
@@ -218,12 +216,12 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
 def closed_loop_records(pairs: Sequence[tuple[Episode, Episode]]) -> list[TurnRecord]:
     """Scores closed-loop rollouts: each pair is (episode in the learned terminal, the same commands
     replayed in the real harness). Turns are matched by index and must carry the same command;
-    given turns (metrics.GIVEN_LABELS) are not scored."""
+    the given turns that open an episode (Episode.n_given) are not scored."""
     records = []
     for learned, real in pairs:
         copyable = metrics.copyable_turns(real)
         for t, (imagined, actual) in enumerate(zip(learned.turns, real.turns)):
-            if actual.label in metrics.GIVEN_LABELS:
+            if t < real.n_given:
                 continue
             if imagined.command != actual.command:
                 raise ValueError(f"closed-loop pair {real.id} turn {t}: commands differ "

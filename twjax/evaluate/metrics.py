@@ -28,9 +28,6 @@ from twjax.evaluate.normalize import command_word, normalize_output
 
 # Metrics that are means of per-turn values, in report order; xent is added where a model scores turns.
 TURN_METRICS = ("exact", "exact_norm", "edit_sim", "line_f1", "exit_acc", "cwd_acc", "correct")
-# Turns that give the model the state instead of asking for it (the observation after setup): they
-# stay in every regime's history as recorded and are never scored.
-GIVEN_LABELS = ("setup",)
 
 
 @dataclasses.dataclass(frozen=True)
