@@ -161,6 +161,7 @@ def test_observation_of_the_state_opens_every_kind_of_episode(family, open_sessi
         injected = episodes.injected_episode(session, task, random.Random(1), observe=True)
     assert all(os.path.basename(f) in seen.output for f in files) and first_line in seen.output
     assert "objects" not in seen.output  # git's internals stay out
+    assert seen.output.index("==> ") < seen.output.index(".:\n"), "contents first, then the listing"
     assert same_state(explored.turns[0], seen) and same_state(injected.turns[0], seen)
     assert [t.label for t in explored.turns + injected.turns].count("setup") == 2
     assert episodes.check_task(open_session, task).episode.turns[0].label != "setup"  # off by default

@@ -1,7 +1,7 @@
 """Running tasks in a real session: expert, error-injected and exploration episodes, and check_task.
 
 The setup script runs first and is not part of the transcript. With `observe`, an observation of
-the state it left (OBSERVE_COMMAND: the workspace's listing and the head of each text file) opens
+the state it left (OBSERVE_COMMAND: the head of each text file, then the workspace's listing) opens
 the transcript as a turn labelled "setup": the state a terminal model is given, not asked to
 guess (most non-empty outputs of these sessions otherwise show files no earlier turn printed).
 The verifier runs as a side probe (a subshell: the session's cwd, variables and shell state stay
@@ -21,10 +21,14 @@ from twjax.tasks.base import Task
 
 COMMAND_TIMEOUT = 20.0
 SCRIPT_TIMEOUT = 60.0
-# The workspace after setup: a recursive long listing (git internals left out) and the first 20
-# lines of each of the first 24 text files under head's "==> path <==" headers, 100 lines at most.
-OBSERVE_COMMAND = ("{ ls -laR -I .git; find . -name .git -prune -o -type f -print | LC_ALL=C sort | head -n 24 "
-                   "| xargs -r -d '\\n' grep -Il '' | xargs -r -d '\\n' head -v -n 20; } | head -n 100")
+# The workspace after setup: the first 20 lines of each of the first 24 text files under head's
+# "==> path <==" headers (60 lines at most), then a recursive long listing (git internals left out,
+# 40 lines at most). Contents come first: they are what most outputs show (cat, head, wc, grep), and
+# a long session's pinned prefix keeps an observation's head lines (twjax.tokenizer), while a
+# listing line costs ~35 tokens (mode, digits one a piece, time).
+OBSERVE_COMMAND = ("{ find . -name .git -prune -o -type f -print | LC_ALL=C sort | head -n 24 "
+                   "| xargs -r -d '\\n' grep -Il '' | xargs -r -d '\\n' head -v -n 20 2>/dev/null | head -n 60; "
+                   "ls -laR -I .git | head -n 40; }")
 
 
 class TaskSetupError(RuntimeError):
