@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 6's CPU experiment: the tiny learned terminal with a 1,024-token context on the same tasks
 # collected twice, as recorded and opening with an observation of the state after setup
-# (--config.observe_setup=True), each trained 1,500 steps and evaluated on 64 test episodes.
-# About 6 + 6 min of collection, 2 x 32 min of training and 2 x ~10 min of evaluation on 2 cores.
+# (--config.observe_setup=True; pinned with the task when a session is truncated), each trained
+# 1,500 steps and evaluated on 64 test episodes. About 2 x 6 min of collection, 2 x 35-60 min of
+# training (by the VM's speed that day) and 2 x ~5 min of evaluation on 2 cores.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh
 set -euo pipefail
