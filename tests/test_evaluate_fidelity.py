@@ -129,7 +129,7 @@ def test_self_conditioned_history_holds_the_model_outputs(corpus):
     tok, episodes = corpus
     eval_eps = episodes[10:14]
     wrong = _scripted(tok, eval_eps, lambda turn: tok.encode_terminal("WRONG\n", 7, "/no"))
-    model = _model(tok)
+    model = _model(tok, max_len=192)  # the latest turn always fits whole
     settings = fidelity.EvalSettings(batch_size=3, n_boot=50, max_new_tokens=32)
     teacher = fidelity.run_regime(model, tok, eval_eps, "teacher_forced", settings, generate=wrong)
     self_ = fidelity.run_regime(model, tok, eval_eps, "self_conditioned", settings, generate=wrong)

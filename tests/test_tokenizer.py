@@ -66,6 +66,30 @@ def test_whitespace_and_digits_are_fine_grained(corpus):
     assert tok.id_of("\n") == tok.encode_text("\n")[0]
 
 
+def test_a_word_is_the_same_tokens_wherever_it_stands(corpus):
+    """Copying a name from a command or a listing into an output is copying its tokens."""
+    tok = corpus[2]
+    word = tok.encode_text("juniper_v2.txt")
+    for before, after in [("cat ", ""), ("\n", "\n"), ("notes/", ""), ("-rw-r--r-- 1 root root 42 ", " x"),
+                          ("  ", "\t")]:
+        ids = tok.encode_text(before + "juniper_v2.txt" + after)
+        assert ids[len(tok.encode_text(before)):][:len(word)] == word, before
+    assert not any("\u2581" in tok.sp.id_to_piece(i) and tok.sp.id_to_piece(i).strip("\u2581")
+                   for i in range(tok.vocab_size))
+
+
+def test_a_model_that_joins_spaces_to_words_is_refused(tmp_path):
+    import io
+    import sentencepiece as spm
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["cat notes.txt", "ls -la /root", "echo hello world"] * 50), model_writer=proto,
+        vocab_size=300, byte_fallback=True, user_defined_symbols=list(T.MARKERS), hard_vocab_limit=False,
+        minloglevel=2)
+    with pytest.raises(ValueError, match="join a space to a word.*retrain"):
+        T.Tokenizer(proto.getvalue())
+
+
 def test_episode_layout_and_roles(corpus):
     tok = corpus[2]
     ep = Episode("e", "do it", [Turn("ls -a", "a.txt\n", 0, "/root"), Turn("false", "", 1, "/tmp")])
@@ -237,6 +261,10 @@ def test_training_text_is_the_spans_without_markers(tmp_path):
     ep = Episode("e", "task\u2581", [Turn("ls", "out\udcff", 0, "/root")])
     episode_lib.write_jsonl(tmp_path / "e.jsonl", [ep])
     assert T.training_text([str(tmp_path / "e.jsonl")], 10**6, 0) == ["task", "ls", "out", "/root"]
+    ep = Episode("e", "two  words\n", [Turn("ls -a", "x" * 5000, 0, "/")])
+    episode_lib.write_jsonl(tmp_path / "e.jsonl", [ep])
+    assert T.training_text([str(tmp_path / "e.jsonl")], 10**6, 0) == [
+        "two", "  ", "words", "\n", "ls", " ", "-a", "x" * 2048, "x" * 2048, "x" * 904, "/"]
 
 
 def test_cli_trains_a_loadable_model(tmp_path):

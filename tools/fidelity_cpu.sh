@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 6's CPU experiment: the tiny learned terminal with a 1,024-token context on the same tasks
 # collected twice, as recorded and opening with an observation of the state after setup
-# (--config.observe_setup=True; pinned with the task when a session is truncated), each trained
+# (--config.observe_setup=True; pinned with the task when a session is truncated), trained
 # 1,500 steps and evaluated on 64 test episodes. About 2 x 6 min of collection, 2 x 35-60 min of
-# training (by the VM's speed that day) and 2 x ~5 min of evaluation on 2 cores.
+# training (by the VM's speed that day) and 2 x ~5 min of evaluation on 2 cores. Name a run
+# (recorded, observed) to train only that one.
 # Re-running skips what is done and resumes the rest.
-#   bash tools/fidelity_cpu.sh
+#   bash tools/fidelity_cpu.sh [recorded] [observed]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -25,6 +26,7 @@ fi
 
 for run in recorded:$data/n96 observed:data/observed/n96; do
   name=${run%%:*} episodes=${run#*:}
+  if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
   workdir=runs/fidelity/$name
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
     "--config.data.train=$episodes/train-*.jsonl" "--config.data.valid=$episodes/valid-*.jsonl" \

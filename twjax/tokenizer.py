@@ -17,6 +17,11 @@ Text policy (encode -> decode is the identity):
   * whitespace is kept verbatim: no normalisation, no dummy prefix, runs of spaces and tabs are
     pieces, "\n" is a user-defined symbol; digits are split one a piece (numbers copy digit by
     digit); characters outside the vocabulary fall back to their UTF-8 bytes.
+  * words and runs of whitespace are encoded apart, so no piece joins a space to a word: a name
+    is the same tokens after a space, at a line start or after a "/" (`cat juniper.txt` and `ls`
+    printing "juniper.txt" on a line of its own share them), and copying text from the session
+    is copying tokens. With sentencepiece's usual "▁word" pieces the two differed, and the
+    learned terminal wrote names from training instead of the ones in its context.
   * non-UTF-8 output: text is a Python str in which undecodable bytes are lone surrogates
     U+DC80..U+DCFF (errors="surrogateescape", what decoding raw terminal bytes gives). Such a
     surrogate is encoded as its raw byte piece and decodes back to the same surrogate. Any other
@@ -35,6 +40,7 @@ every token is a fresh target of exactly one window (but the lines a cut given t
 """
 import argparse
 import dataclasses
+import functools
 import io
 import os
 import random
@@ -58,7 +64,8 @@ PAD_ID = 0
 _MARKER_STARTS = "|".join(re.escape(m[1:]) for m in MARKERS)
 _SPECIAL_RE = re.compile(f"[\ud800-\udfff\u2581]|<(?={_MARKER_STARTS})")
 _TRAINING_STRIP_RE = re.compile("[\ud800-\udfff\u2581]")
-# sentencepiece skips longer training sentences; long spans are cut at line ends below this.
+_CHUNK_RE = re.compile(r"\s+|\S+")
+# sentencepiece skips longer training sentences; a longer word is cut below this.
 _MAX_SENTENCE_BYTES = 8192
 
 
@@ -77,6 +84,13 @@ class Tokenizer:
         if any(self.sp.id_to_piece(int(i)) != f"<0x{b:02X}>" for b, i in enumerate(self._byte_ids)):
             raise ValueError("tokenizer model was trained without byte fallback")
         self._bytes_of_id = [self._piece_bytes(i) for i in range(self.vocab_size)]
+        joined = [piece for piece in map(self.sp.id_to_piece, range(self.vocab_size))
+                  if re.search("\u2581[^\u2581]|[^\u2581]\u2581", piece)]
+        if joined:
+            raise ValueError(f"tokenizer model has pieces that join a space to a word ({joined[0]!r}): it was "
+                             "trained before words and whitespace were split; retrain it with `twjax tokenizer train`")
+        # Words repeat: a cache makes chunk-by-chunk encoding as fast as sentencepiece on whole text.
+        self._encode_chunk = functools.lru_cache(maxsize=1 << 16)(lambda chunk: tuple(self.sp.encode(chunk)))
         ids = self._marker_ids
         self.task_id, self.cmd_id, self.end_cmd_id = ids["<task>"], ids["<cmd>"], ids["</cmd>"]
         self.out_id, self.exit_id, self.cwd_id = ids["<out>"], ids["<exit>"], ids["<cwd>"]
@@ -109,7 +123,7 @@ class Tokenizer:
         start = 0
         for match in _SPECIAL_RE.finditer(text):
             if match.start() > start:
-                ids.extend(self.sp.encode(text[start:match.start()]))
+                ids.extend(self._encode_plain(text[start:match.start()]))
             char = match.group()
             if "\udc80" <= char <= "\udcff":
                 ids.append(int(self._byte_ids[ord(char) - 0xDC00]))
@@ -119,8 +133,11 @@ class Tokenizer:
                 ids.extend(int(self._byte_ids[b]) for b in char.encode("utf-8"))
             start = match.end()
         if start < len(text):
-            ids.extend(self.sp.encode(text[start:]))
+            ids.extend(self._encode_plain(text[start:]))
         return ids
+
+    def _encode_plain(self, text: str) -> list[int]:
+        return [i for chunk in _CHUNK_RE.findall(text) for i in self._encode_chunk(chunk)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ids; markers render as their literal text, padding as nothing."""
@@ -316,16 +333,13 @@ class Tokenizer:
 
 # ---- training -----------------------------------------------------------------------------
 def _sentences(text: str) -> Iterator[str]:
-    """Training text of one span: without the characters encode_text routes around
-    sentencepiece, cut at line ends into pieces sentencepiece accepts."""
-    text = _TRAINING_STRIP_RE.sub("", text)
-    while len(text.encode("utf-8")) > _MAX_SENTENCE_BYTES:
-        head = text[:_MAX_SENTENCE_BYTES // 4]
-        cut = head.rfind("\n") + 1 or len(head)
-        yield text[:cut]
-        text = text[cut:]
-    if text:
-        yield text
+    """Training text of one span as encode_text sees it: its words and runs of whitespace apart,
+    without the characters encode_text routes around sentencepiece, a word too long for
+    sentencepiece cut (a piece is at most 16 characters anyway)."""
+    cut = _MAX_SENTENCE_BYTES // 4
+    for chunk in _CHUNK_RE.findall(_TRAINING_STRIP_RE.sub("", text)):
+        for start in range(0, len(chunk), cut):
+            yield chunk[start:start + cut]
 
 
 def training_text(paths: Sequence[str], max_chars: int, seed: int) -> list[str]:
