@@ -57,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=batch_size,
         regime="terminal",                   # terminal | agent | full
         lambda_obs=1.0,                      # weight of terminal targets in the "full" regime
+        copy_fraction=0.0,                   # records that are synthetic copy examples (twjax/data.py)
         seed=0,
     ))
 

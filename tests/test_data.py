@@ -266,3 +266,48 @@ def test_globs_split_on_commas_but_paths_may_hold_them(tmp_path):
     assert episode_lib.expand_globs(str(trial)) == [str(trial / "round-1.jsonl")]
     with pytest.raises(FileNotFoundError, match="round-2"):
         episode_lib.expand_globs(f"{tmp_path}/a-*.jsonl,{trial}/round-2.jsonl")
+
+
+def test_copy_example_by_hand(setup):
+    _, _, tok = setup
+    token_ids = data.copy_token_ids(tok)
+    assert not {tok.id_of(m) for m in T.MARKERS} & set(token_ids.tolist())
+    assert not any(tok.sp.is_byte(int(i)) for i in token_ids)
+    make = data.CopyExample(token_ids, SEQ_LEN, seed=3)
+    for index in range(20):
+        [example] = make.map(index)
+        ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+        weighted = np.flatnonzero(example["weights"])
+        first_copy = len(ids) - len(weighted) - 1  # where the second A starts
+        a = ids[first_copy:]
+        assert len(ids) <= SEQ_LEN + 1 and 8 <= len(a) <= SEQ_LEN // 3
+        np.testing.assert_array_equal(ids[:len(a)], a)  # [A, B, A]
+        assert weighted.tolist() == list(range(first_copy, len(ids) - 1))  # targets a[1:]
+        assert (example["roles"] == T.ROLE_TERMINAL).all()
+        np.testing.assert_array_equal(make.map(index)[0]["inputs"], example["inputs"])
+
+
+def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
+    root, _, tok = setup
+    config = make_config(root, copy_fraction=0.5, batch_size=8)
+    batches = take(data.make_train_iterator(config, shard=(0, 1)), 6)
+    synthetic = real = 0
+    markers = {tok.id_of(m) for m in T.MARKERS}
+    for batch in batches:
+        for row_inputs, row_segments in zip(batch["inputs"], batch["segment_ids"]):
+            for segment in set(row_segments.tolist()) - {0}:
+                tokens = set(row_inputs[row_segments == segment].tolist())
+                if tokens & markers:
+                    real += 1
+                else:
+                    synthetic += 1
+    assert synthetic > 0 and real > 0
+    iterator = data.make_train_iterator(config, shard=(0, 1))
+    take(iterator, 3)
+    state = json.loads(json.dumps(iterator.get_state()))
+    expected = take(iterator, 3)
+    resumed = data.make_train_iterator(config, shard=(0, 1))
+    resumed.set_state(state)
+    assert_same_batches(take(resumed, 3), expected)
+    with pytest.raises(ValueError, match="copy_fraction"):
+        data.make_train_iterator(make_config(root, copy_fraction=1.0), shard=(0, 1))

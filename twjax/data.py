@@ -17,6 +17,12 @@ A session longer than seq_len + 1 becomes several windows (Tokenizer.encode_wind
 that a window holds only as history (already trained in an earlier window) weighs 0 there, so
 each token is trained once a pass.
 
+Copy examples (optional config.data.copy_fraction, the fraction of training records): synthetic
+windows [A, B, A] of random ordinary tokens, weighted on the second A but its first token, with
+the terminal role. Only attending back to the first A and copying predicts them: they install
+induction heads, which the transcripts alone (a few million tokens) do not grow, and which copying
+names and file contents from the session needs. Never in the valid split.
+
 The training iterator is a grain DatasetIterator: `get_state()` is a JSON-able dict, and
 `set_state(state)` resumes at exactly the next batch. In orbax, save it with
 `grain.checkpoint.CheckpointSave(iterator)` / restore with `grain.checkpoint.CheckpointRestore(iterator)`
@@ -160,6 +166,33 @@ class EncodeEpisode(grain.transforms.Map):
         return examples
 
 
+@dataclasses.dataclass
+class CopyExample(grain.transforms.Map):
+    """Record index -> [one synthetic copy example] of at most seq_len + 1 tokens, a pure function
+    of (seed, index): A of 8..seq_len/3 tokens drawn from `token_ids`, B of 0..seq_len/6, then A."""
+    token_ids: np.ndarray
+    seq_len: int
+    seed: int
+
+    def map(self, index: int) -> list[dict[str, np.ndarray]]:
+        rng = np.random.default_rng((self.seed, int(index)))
+        copied = rng.choice(self.token_ids, rng.integers(8, self.seq_len // 3 + 1))
+        filler = rng.choice(self.token_ids, rng.integers(0, self.seq_len // 6 + 1))
+        ids = np.concatenate([copied, filler, copied]).astype(np.int32)
+        weights = np.zeros(len(ids) - 1, np.float32)
+        weights[len(copied) + len(filler):] = 1.0  # targets of the second A but its first token
+        return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
+                 "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
+
+
+def copy_token_ids(tokenizer: tokenizer_lib.Tokenizer) -> np.ndarray:
+    """The ordinary pieces: not markers, bytes, control or unknown."""
+    sp = tokenizer.sp
+    markers = {tokenizer.id_of(m) for m in tokenizer_lib.MARKERS}
+    return np.array([i for i in range(tokenizer.vocab_size) if i not in markers and not sp.is_byte(i)
+                     and not sp.is_control(i) and not sp.is_unknown(i) and not sp.is_unused(i)], np.int32)
+
+
 class _Unlist(grain.experimental.FlatMapTransform):
     max_fan_out = 1 << 16
 
@@ -219,12 +252,22 @@ def make_encoder(config) -> EncodeEpisode:
 def make_train_iterator(config, shard: tuple[int, int] | None = None):
     """Endless, seeded iterator of this process's training batches (a grain DatasetIterator with
     get_state/set_state). `shard` = (process_index, process_count) overrides jax's. Optional
-    config.data fields: packing_bins (64), num_threads (2, reader threads per process)."""
+    config.data fields: packing_bins (64), num_threads (2, reader threads per process),
+    copy_fraction (0.0: the fraction of records that are synthetic copy examples)."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
     encode = make_encoder(config)
     ds = _records(data.train, shard).shuffle(seed=data.seed).repeat(None).map(encode)
+    copy_fraction = float(_field(config, "copy_fraction", 0.0))
+    if not 0.0 <= copy_fraction < 1.0:
+        raise ValueError(f"data.copy_fraction must be in [0, 1), got {copy_fraction}")
+    if copy_fraction > 0 and data.seq_len < 24:
+        raise ValueError(f"copy examples need data.seq_len >= 24, got {data.seq_len}")
+    if copy_fraction > 0:
+        copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
+            CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed))
+        ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))
     ds = grain.experimental.FlatMapIterDataset(ds, _Unlist())
