@@ -2,8 +2,8 @@
 # Issue 6's CPU experiment: the tiny learned terminal with a 1,024-token context on the same tasks
 # collected twice, as recorded and opening with an observation of the state after setup
 # (--config.observe_setup=True; pinned with the task when a session is truncated), trained
-# 1,500 steps and evaluated on 64 test episodes; observed-copy is observed with a quarter of the
-# training records synthetic copy examples (data.copy_fraction, twjax/data.py). About 2 x 6 min
+# 1,500 steps and evaluated on 64 test episodes; observed-copy is observed with three quarters of
+# the training records synthetic copy examples (data.copy_fraction, twjax/data.py). About 2 x 6 min
 # of collection, 3 x 35-60 min of training (by the VM's speed that day) and 3 x ~5 min of
 # evaluation on 2 cores. Name runs (recorded, observed, observed-copy) to train only those.
 # Re-running skips what is done and resumes the rest.
@@ -26,7 +26,7 @@ if [ ! -e "$data/tokenizer.model" ]; then
 fi
 
 for run in recorded:$data/n96: observed:data/observed/n96: \
-           observed-copy:data/observed/n96:--config.data.copy_fraction=0.25; do
+           observed-copy:data/observed/n96:--config.data.copy_fraction=0.75; do
   IFS=: read -r name episodes extra <<< "$run"
   if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
   workdir=runs/fidelity/$name

@@ -169,15 +169,16 @@ class EncodeEpisode(grain.transforms.Map):
 @dataclasses.dataclass
 class CopyExample(grain.transforms.Map):
     """Record index -> [one synthetic copy example] of at most seq_len + 1 tokens, a pure function
-    of (seed, index): A of 8..seq_len/3 tokens drawn from `token_ids`, B of 0..seq_len/6, then A."""
+    of (seed, index): A of 8..min(128, seq_len/3) tokens drawn from `token_ids`, B of
+    0..min(64, seq_len/6), then A. Short: what grows induction is the number of examples."""
     token_ids: np.ndarray
     seq_len: int
     seed: int
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         rng = np.random.default_rng((self.seed, int(index)))
-        copied = rng.choice(self.token_ids, rng.integers(8, self.seq_len // 3 + 1))
-        filler = rng.choice(self.token_ids, rng.integers(0, self.seq_len // 6 + 1))
+        copied = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
+        filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
         ids = np.concatenate([copied, filler, copied]).astype(np.int32)
         weights = np.zeros(len(ids) - 1, np.float32)
         weights[len(copied) + len(filler):] = 1.0  # targets of the second A but its first token
