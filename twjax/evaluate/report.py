@@ -126,7 +126,7 @@ def write_outputs(report: dict, records: dict, out_dir: pathlib.Path, step: int)
 
 def main(args) -> int:
     from twjax import checkpoint_io
-    from twjax.evaluate import fidelity
+    from twjax.evaluate import fidelity, induction
     from twjax.evaluate.baselines import character_context
 
     started = time.perf_counter()
@@ -156,6 +156,7 @@ def main(args) -> int:
                                                baselines=baseline_records, real_probes=real_probes,
                                                closed_loop_pairs=pairs)
         step = args.step if args.step is not None else latest_step(args.workdir)
+        report["copy_probe"] = induction.copy_accuracy(model, tok)
     report["meta"].update(workdir=str(args.workdir), episodes_file=str(args.episodes), step=step,
                           seconds=round(time.perf_counter() - started, 1), **baseline_info)
     out_dir = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "eval"
@@ -170,6 +171,8 @@ def main(args) -> int:
               f"copyable correct {section['copyable']['correct']:.3f} "
               f"({section['copyable']['n']}/{section['nonempty']['n']} non-empty)",
               file=sys.stderr)
+    if "copy_probe" in report:
+        print(f"copy probe (synthetic [A, B, A]): accuracy {report['copy_probe']['accuracy']:.3f}", file=sys.stderr)
     print(f"wrote {out_dir / 'report.json'}, {len(pngs)} plots, TensorBoard events in {out_dir / 'tb'}",
           file=sys.stderr)
     if args.json:
