@@ -43,6 +43,18 @@ def assert_same_batches(a, b):
             np.testing.assert_array_equal(x[k], y[k])
 
 
+def assert_resumes_exactly(config, skip, compare):
+    """After `skip` batches, a fresh iterator given the JSON round trip of the state makes the
+    next `compare` batches exactly."""
+    iterator = data.make_train_iterator(config, shard=(0, 1))
+    take(iterator, skip)
+    state = json.loads(json.dumps(iterator.get_state()))
+    expected = take(iterator, compare)
+    resumed = data.make_train_iterator(config, shard=(0, 1))
+    resumed.set_state(state)
+    assert_same_batches(take(resumed, compare), expected)
+
+
 def test_batch_matches_contract(setup):
     root, _, _ = setup
     batch = next(data.make_train_iterator(make_config(root), shard=(0, 1)))
@@ -157,13 +169,7 @@ def test_same_seed_same_batches_other_seed_other_batches(setup):
 def test_iterator_state_resumes_exactly(setup, tmp_path):
     root, _, _ = setup
     config = make_config(root, batch_size=2)
-    iterator = data.make_train_iterator(config, shard=(0, 1))
-    take(iterator, 5)
-    state = json.loads(json.dumps(iterator.get_state()))
-    expected = take(iterator, 7)
-    resumed = data.make_train_iterator(config, shard=(0, 1))
-    resumed.set_state(state)
-    assert_same_batches(take(resumed, 7), expected)
+    assert_resumes_exactly(config, skip=5, compare=7)
     # The orbax integration the trainer uses: grain's CheckpointHandler, one JSON file per process.
     import grain
     from etils import epath
@@ -302,12 +308,6 @@ def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
                 else:
                     synthetic += 1
     assert synthetic > 0 and real > 0
-    iterator = data.make_train_iterator(config, shard=(0, 1))
-    take(iterator, 3)
-    state = json.loads(json.dumps(iterator.get_state()))
-    expected = take(iterator, 3)
-    resumed = data.make_train_iterator(config, shard=(0, 1))
-    resumed.set_state(state)
-    assert_same_batches(take(resumed, 3), expected)
+    assert_resumes_exactly(config, skip=3, compare=3)
     with pytest.raises(ValueError, match="copy_fraction"):
         data.make_train_iterator(make_config(root, copy_fraction=1.0), shard=(0, 1))

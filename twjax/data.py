@@ -263,9 +263,9 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     copy_fraction = float(_field(config, "copy_fraction", 0.0))
     if not 0.0 <= copy_fraction < 1.0:
         raise ValueError(f"data.copy_fraction must be in [0, 1), got {copy_fraction}")
-    if copy_fraction > 0 and data.seq_len < 24:
-        raise ValueError(f"copy examples need data.seq_len >= 24, got {data.seq_len}")
     if copy_fraction > 0:
+        if data.seq_len < 24:
+            raise ValueError(f"copy examples need data.seq_len >= 24, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
             CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
