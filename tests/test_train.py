@@ -205,6 +205,13 @@ def test_resume_after_kill_reproduces_the_uninterrupted_losses(runs):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
+def test_resume_under_a_different_run_config_is_refused(dataset, runs):
+    before = (runs["killed"] / "config.json").read_text()
+    with pytest.raises(ValueError, match=r"data.copy_fraction: 0.0 -> 0.5.*model.d_model"):
+        train.train(tiny_config(dataset, **{"data.copy_fraction": 0.5, "model.d_model": 64}), runs["killed"])
+    assert (runs["killed"] / "config.json").read_text() == before
+
+
 def test_init_from_starts_from_the_other_runs_weights(dataset, runs):
     config = train.resolve_config(tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"])}))
     mesh = sharding.make_mesh(config.mesh)

@@ -61,6 +61,41 @@ def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict) ->
         shutil.copyfile(config.data.tokenizer, tokenizer_copy)
 
 
+# Fields a resumed run may change: how long it runs, how it reports, and how its arrays are laid
+# out. Every other field (model, data, optimizer, seeds) defines the run that wrote the checkpoints.
+RESUMABLE_CHANGES = ("train.steps", "train.stop_at", "train.log_every", "train.eval_every", "train.eval_batches",
+                     "train.ckpt_every", "train.keep_ckpts", "train.progress", "train.compilation_cache",
+                     "train.distributed", "data.valid", "mesh.data", "mesh.fsdp", "mesh.tensor")
+
+
+def check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Refuses to resume the checkpoints in workdir under a config that would make it another run
+    (the checkpoint would silently become the new run's start). Call before write_run_files."""
+    if not any(p.name.isdigit() for p in checkpoints_dir(workdir).glob("*")):
+        return
+    saved = _flat(read_config(workdir).to_dict())
+    wanted = _flat(json.loads(config.to_json_best_effort()))
+    changed = sorted(key for key in saved.keys() | wanted.keys()
+                     if key not in RESUMABLE_CHANGES and saved.get(key) != wanted.get(key))
+    tokenizer_copy = workdir / "tokenizer.model"
+    if "data.tokenizer" in changed and tokenizer_copy.read_bytes() == pathlib.Path(config.data.tokenizer).read_bytes():
+        changed.remove("data.tokenizer")  # The same model from another path (the workdir's copy, say).
+    if changed:
+        diffs = "; ".join(f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
+        raise ValueError(f"{workdir} holds checkpoints of a run with a different config ({diffs}); "
+                         "use a new --workdir, or the original values to resume it")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def read_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     path = pathlib.Path(workdir) / "config.json"
     if not path.exists():

@@ -245,6 +245,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
     enable_compilation_cache(config.train.compilation_cache)
     config = resolve_config(config)
     is_main = jax.process_index() == 0
+    checkpoint_io.check_resumable(workdir, config)
     if is_main:
         checkpoint_io.write_run_files(workdir, config)
 
