@@ -241,7 +241,8 @@ def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path, m
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "6"]
     tags = tensorboard_tags(workdir / "tb")
     for tag in ("train/loss", "train/loss_terminal", "train/loss_agent", "train/grad_norm", "train/learning_rate",
-                "perf/tokens_per_second", "perf/mfu", "eval/loss", "eval/loss_terminal", "eval/unigram_baseline"):
+                "perf/tokens_per_second", "perf/mfu", "eval/loss", "eval/loss_terminal", "eval/unigram_baseline",
+                "eval/copy_accuracy"):
         assert tag in tags, (tag, sorted(tags))
     monkeypatch.chdir(tmp_path)
     config, tok, model = checkpoint_io.load_for_inference("w")

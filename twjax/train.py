@@ -32,6 +32,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from twjax import checkpoint_io, configlib, data, flops, metrics_log, optim, sharding
 from twjax import model as model_lib
 from twjax import tokenizer as tokenizer_lib
+from twjax.evaluate import induction
 
 ROLE_NAMES = tokenizer_lib.ROLE_NAMES
 BATCH_FIELDS = ("inputs", "targets", "segment_ids", "positions", "roles", "weights")
@@ -297,15 +298,30 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
              f"of {total_steps}, valid unigram baseline {baseline:.4f} nats")
     log.scalars(start_step, {"eval/unigram_baseline": baseline, "model/parameters": float(n_params)})
 
+    tokenizer = tokenizer_lib.Tokenizer.load(config.data.tokenizer)
+    argmax = jax.jit(lambda params, inputs_BxT: nnx.merge(graphdef, params)(inputs_BxT).argmax(-1))
+
+    def copy_probe() -> dict[str, float]:
+        """Induction appears as a sudden rise (a phase change) of this accuracy, well after the
+        loss has settled; single-process only (the probe's inputs are host arrays)."""
+        if jax.process_count() > 1:
+            return {}
+        with sharding.activation_sharding(mesh):
+            probe = induction.copy_accuracy(
+                nnx.merge(graphdef, state["params"]), tokenizer,
+                predict=lambda inputs_BxT: np.asarray(argmax(state["params"], inputs_BxT)))
+        return {"eval/copy_accuracy": probe["accuracy"]}
+
     def evaluate(step: int) -> float:
         sums = zero_sums()
         for batch in eval_batches:
             with sharding.activation_sharding(mesh):
                 sums = jax.tree.map(jnp.add, sums, eval_step(state["params"], sharding.shard_batch(batch, mesh)))
-        values = summarize_sums("eval", sums)
+        values = summarize_sums("eval", sums) | copy_probe()
         log.scalars(step, values | {"eval/unigram_baseline": baseline})
         log.line(f"step {step}: valid loss {values['eval/loss']:.4f} "
-                 f"(unigram baseline {baseline:.4f}, terminal {values.get('eval/loss_terminal', float('nan')):.4f})")
+                 f"(unigram baseline {baseline:.4f}, terminal {values.get('eval/loss_terminal', float('nan')):.4f}), "
+                 f"copy probe {values.get('eval/copy_accuracy', float('nan')):.3f}")
         return values["eval/loss"]
 
     def checkpoint(step: int) -> None:
