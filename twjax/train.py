@@ -299,7 +299,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
     log.scalars(start_step, {"eval/unigram_baseline": baseline, "model/parameters": float(n_params)})
 
     tokenizer = tokenizer_lib.Tokenizer.load(config.data.tokenizer)
-    argmax = jax.jit(lambda params, inputs_BxT: nnx.merge(graphdef, params)(inputs_BxT).argmax(-1))
 
     def copy_probe() -> dict[str, float]:
         """Induction appears as a sudden rise (a phase change) of this accuracy, well after the
@@ -307,9 +306,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         if jax.process_count() > 1:
             return {}
         with sharding.activation_sharding(mesh):
-            probe = induction.copy_accuracy(
-                nnx.merge(graphdef, state["params"]), tokenizer,
-                predict=lambda inputs_BxT: np.asarray(argmax(state["params"], inputs_BxT)))
+            probe = induction.copy_accuracy(nnx.merge(graphdef, state["params"]), tokenizer)
         return {"eval/copy_accuracy": probe["accuracy"]}
 
     def evaluate(step: int) -> float:
@@ -319,8 +316,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                 sums = jax.tree.map(jnp.add, sums, eval_step(state["params"], sharding.shard_batch(batch, mesh)))
         values = summarize_sums("eval", sums) | copy_probe()
         log.scalars(step, values | {"eval/unigram_baseline": baseline})
-        log.line(f"step {step}: valid loss {values['eval/loss']:.4f} "
-                 f"(unigram baseline {baseline:.4f}, terminal {values.get('eval/loss_terminal', float('nan')):.4f}), "
+        log.line(f"step {step}: valid loss {values['eval/loss']:.4f} (unigram baseline {baseline:.4f}, "
+                 f"terminal {values.get('eval/loss_terminal', float('nan')):.4f}), "
                  f"copy probe {values.get('eval/copy_accuracy', float('nan')):.3f}")
         return values["eval/loss"]
 

@@ -4,7 +4,6 @@ model's argmax gets right. Copying names and file contents from the session need
 (induction); a model that has it scores near 1, one that does not near 0."""
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -13,6 +12,9 @@ from twjax import data
 from twjax.tokenizer import Tokenizer
 
 PROBE_SEED = 2**31 - 1  # training copy examples use config.data.seed (small numbers)
+
+# Module level, so that a trainer probing every evaluation compiles it once per model shape.
+_argmax = nnx.jit(lambda model, inputs_BxT: model(inputs_BxT).argmax(-1))
 
 
 def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
@@ -28,9 +30,7 @@ def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
 
     inputs_BxT, targets_BxT, weights_BxT = padded("inputs", np.int32), padded("targets", np.int32), padded("weights", np.float32)
     if predict is None:
-        graphdef, state = nnx.split(model)
-        argmax = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x).argmax(-1))
-        predict = lambda x: np.asarray(argmax(state, jnp.asarray(x)))  # noqa: E731
+        predict = lambda x: np.asarray(_argmax(model, jnp.asarray(x)))  # noqa: E731
     # Padding follows each example, so causal attention keeps it out of every scored position.
     hits = float(((predict(inputs_BxT) == targets_BxT) * weights_BxT).sum())
     return {"accuracy": hits / float(weights_BxT.sum()), "examples": n_examples, "targets": int(weights_BxT.sum())}
