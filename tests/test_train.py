@@ -8,6 +8,7 @@ the others load.
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +211,17 @@ def test_resume_under_a_different_run_config_is_refused(dataset, runs):
     with pytest.raises(ValueError, match=r"data.copy_fraction: 0.0 -> 0.5.*model.d_model"):
         train.train(tiny_config(dataset, **{"data.copy_fraction": 0.5, "model.d_model": 64}), runs["killed"])
     assert (runs["killed"] / "config.json").read_text() == before
+
+
+def test_resume_check_names_a_moved_tokenizer_when_the_workdir_lost_its_copy(dataset, runs, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(runs["killed"], workdir)
+    (workdir / "tokenizer.model").unlink()
+    moved = tmp_path / "moved.model"
+    shutil.copy(dataset[0] / "tok.model", moved)
+    config = train.resolve_config(tiny_config(dataset, **{"data.tokenizer": str(moved)}))
+    with pytest.raises(ValueError, match=r"data.tokenizer: .* -> .*moved.model"):
+        checkpoint_io.check_resumable(workdir, config)
 
 
 def test_init_from_starts_from_the_other_runs_weights(dataset, runs):

@@ -78,7 +78,8 @@ def check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) ->
     changed = sorted(key for key in saved.keys() | wanted.keys()
                      if key not in RESUMABLE_CHANGES and saved.get(key) != wanted.get(key))
     tokenizer_copy = workdir / "tokenizer.model"
-    if "data.tokenizer" in changed and tokenizer_copy.read_bytes() == pathlib.Path(config.data.tokenizer).read_bytes():
+    if ("data.tokenizer" in changed and tokenizer_copy.exists()
+            and tokenizer_copy.read_bytes() == pathlib.Path(config.data.tokenizer).read_bytes()):
         changed.remove("data.tokenizer")  # The same model from another path (the workdir's copy, say).
     if changed:
         diffs = "; ".join(f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
