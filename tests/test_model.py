@@ -10,9 +10,10 @@ from twjax import model as model_lib
 CONFIG = model_lib.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=64)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return model_lib.Transformer(CONFIG, rngs=nnx.Rngs(0))
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "smeared_keys"])
+def model(request):
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=request.param)
+    return model_lib.Transformer(config, rngs=nnx.Rngs(0))
 
 
 # Jitted once per shape: eager op-by-op dispatch of the model is far slower than compiling it.
@@ -34,21 +35,21 @@ def test_token_by_token_decoding_equals_full_forward(model):
     tokens = random_tokens((3, 12))
     full = np.asarray(forward(model, tokens))
     lengths = np.array([12, 5, 0])  # ragged rows; the last row never gets a token
-    cache = model_lib.init_cache(CONFIG, 3, 16)
+    cache = model_lib.init_cache(model.config, 3, 16)
     for t in range(12):
         valid = (t < lengths)[:, None]
         logits, cache = forward_cached(model, tokens[:, t:t + 1], valid, cache)
         for row in np.flatnonzero(valid[:, 0]):
             np.testing.assert_allclose(logits[row, 0], full[row, t], atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(cache.end_B, lengths)
-    layers = cache.keys_BxKxHxS + cache.values_BxKxSxH
+    layers = cache.keys_BxKxHxS + cache.values_BxKxSxH + cache.last_keys_BxKxH
     assert not any(np.asarray(layer[2]).any() for layer in layers), "a row with no valid token changed"
 
 
 def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
     tokens = random_tokens((3, 14), seed=2)
     full = np.asarray(forward(model, tokens))
-    cache = model_lib.init_cache(CONFIG, 3, 20)
+    cache = model_lib.init_cache(model.config, 3, 20)
     # Per chunk, each row appends a different number of tokens (valid first, padding after).
     counts = np.array([[5, 3, 0], [6, 0, 0], [3, 4, 0]])
     done = np.zeros(3, int)
@@ -64,8 +65,8 @@ def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
                 np.testing.assert_allclose(logits[row, :count[row]], full[row, done[row]:done[row] + count[row]],
                                            atol=1e-4, rtol=1e-4)
             else:
-                for got, want in zip(cache.keys_BxKxHxS + cache.values_BxKxSxH,
-                                     before.keys_BxKxHxS + before.values_BxKxSxH):
+                for got, want in zip(cache.keys_BxKxHxS + cache.values_BxKxSxH + cache.last_keys_BxKxH,
+                                     before.keys_BxKxHxS + before.values_BxKxSxH + before.last_keys_BxKxH):
                     np.testing.assert_array_equal(got[row], want[row])
         done += count
     np.testing.assert_array_equal(cache.end_B, done)
@@ -74,7 +75,7 @@ def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
 def test_bfloat16_cache_stays_close(model):
     tokens = random_tokens((2, 6), seed=3)
     full = np.asarray(forward(model, tokens))
-    cache = model_lib.init_cache(CONFIG, 2, 8, dtype="bfloat16")
+    cache = model_lib.init_cache(model.config, 2, 8, dtype="bfloat16")
     assert {layer.dtype for layer in cache.keys_BxKxHxS + cache.values_BxKxSxH} == {jnp.dtype(jnp.bfloat16)}
     logits, _ = forward_cached(model, tokens, jnp.ones((2, 6), bool), cache)
     np.testing.assert_allclose(logits, full, atol=0.1)
@@ -127,7 +128,7 @@ def test_config_validation():
 
 def test_flops_parameter_count_matches_the_model(model):
     from twjax import flops
-    assert flops.total_params(CONFIG) == model_lib.param_count(nnx.state(model, nnx.Param))
+    assert flops.total_params(model.config) == model_lib.param_count(nnx.state(model, nnx.Param))
     assert flops.train_flops_per_token(CONFIG, 16) == 6 * flops.matmul_params(CONFIG) + 6 * 2 * 16 * 32
 
 

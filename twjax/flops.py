@@ -28,8 +28,9 @@ def matmul_params(config: ModelConfig) -> int:
 
 
 def total_params(config: ModelConfig) -> int:
-    """All parameters (norm scales and the input embedding included)."""
-    return matmul_params(config) + config.vocab_size * config.d_model + (2 * config.n_layers + 1) * config.d_model
+    """All parameters (norm scales, key-smearing mixes and the input embedding included)."""
+    smear = config.n_layers * config.n_kv_heads if config.smeared_keys else 0
+    return matmul_params(config) + config.vocab_size * config.d_model + (2 * config.n_layers + 1) * config.d_model + smear
 
 
 def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:

@@ -51,6 +51,7 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     attention_chunk: int = 128  # training attention in query chunks of this length (0: one chunk)
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU)
+    smeared_keys: bool = False  # each key mixes in the previous token's key (learned, per KV head)
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -123,9 +124,18 @@ class Attention(nnx.Module):
         self.wv_DxKxH = param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), d ** -0.5)
         self.wo_NxHxD = param(rngs, (n, h, d), ("heads", "head_dim", "embed"),
                               (n * h) ** -0.5 / (2 * config.n_layers) ** 0.5)
+        if config.smeared_keys:
+            # sigmoid(0) = 0.5: each key starts as the mean of its own and its predecessor's.
+            self.key_mix_K = nnx.Param(jnp.zeros((k,), jnp.float32), out_sharding=("kv_heads",), eager_sharding=False)
 
-    def project(self, x_BxTxD: jax.Array, positions_BxT: jax.Array):
+    def project(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, previous_fn=None):
         """Head-major queries [B,N,T,H] and keys/values [B,K,T,H], RoPE applied to queries and keys.
+
+        With smeared keys, `previous_fn(k_BxKxTxH)` gives each position's predecessor key (before
+        RoPE; zero at a segment's first token) and the key becomes a learned mix of the two, so a
+        query can match "the token before me was X" in one layer: the induction step that a plain
+        transformer has to build from a previous-token head and a second layer (Olsson et al.
+        2022, "In-context learning and induction heads", smeared keys).
 
         Head-major because the score and mix matmuls then batch over (B, heads) with no transposes:
         on CPU this made the training step ~25% faster than [B,T,N,H] (measured, tiny d=256 T=1024).
@@ -141,6 +151,9 @@ class Attention(nnx.Module):
 
         q, k, v = heads(self.wq_DxNxH), heads(self.wk_DxKxH), heads(self.wv_DxKxH)
         q = sharding.constrain(q, ("batch", "heads", "length", "head_dim"))
+        if self.config.smeared_keys:
+            mix_1xKx1x1 = jax.nn.sigmoid(self.key_mix_K[...]).astype(dtype)[None, :, None, None]
+            k = mix_1xKx1x1 * k + (1 - mix_1xKx1x1) * previous_fn(k)
         return rope(q, positions_BxT, theta), rope(k, positions_BxT, theta), v
 
     def attend(self, q_BxNxTxH, kt_BxKxHxS, v_BxKxSxH, bias_BxTxS) -> jax.Array:
@@ -193,9 +206,10 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(config.d_model)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x_BxTxD, positions_BxT, attend_fn):
-        """`attend_fn(q, k, v) -> attention output [B,T,D]` hides where keys and values live."""
-        q, k, v = self.attn.project(self.attn_norm(x_BxTxD), positions_BxT)
+    def __call__(self, x_BxTxD, positions_BxT, attend_fn, previous_fn=None):
+        """`attend_fn(q, k, v) -> attention output [B,T,D]` hides where keys and values live;
+        `previous_fn` (smeared keys) where the previous token's key comes from."""
+        q, k, v = self.attn.project(self.attn_norm(x_BxTxD), positions_BxT, previous_fn)
         x_BxTxD = x_BxTxD + attend_fn(q, k, v)
         x_BxTxD = sharding.constrain(x_BxTxD, ("batch", "length", "embed"))
         x_BxTxD = x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD))
@@ -207,6 +221,8 @@ class KVCache:
     keys_BxKxHxS: tuple[jax.Array, ...]  # one array per layer
     values_BxKxSxH: tuple[jax.Array, ...]  # one array per layer
     end_B: jax.Array  # int32: slots filled per row; the next token of row b goes to slot end_B[b]
+    # Smeared keys only (else empty): per layer, the newest token's key before smearing and RoPE.
+    last_keys_BxKxH: tuple[jax.Array, ...] = ()
 
     @property
     def max_len(self) -> int:
@@ -215,6 +231,7 @@ class KVCache:
 
 KEY_CACHE_AXES = ("batch", "kv_heads", "head_dim", "cache_length")
 VALUE_CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
+LAST_KEY_AXES = ("batch", "kv_heads", "head_dim")
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> KVCache:
@@ -222,9 +239,11 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
     cache_dtype = config.compute_dtype if dtype is None else resolve_dtype(dtype)
     keys_shape = (batch, config.n_kv_heads, config.head_dim, max_len)
     values_shape = (batch, config.n_kv_heads, max_len, config.head_dim)
+    last_keys = tuple(jnp.zeros((batch, config.n_kv_heads, config.head_dim), config.compute_dtype)
+                      for _ in range(config.n_layers) if config.smeared_keys)
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
                    tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
-                   jnp.zeros((batch,), jnp.int32))
+                   jnp.zeros((batch,), jnp.int32), last_keys)
 
 
 class Transformer(nnx.Module):
@@ -273,9 +292,17 @@ class Transformer(nnx.Module):
                                   v_BxKxTxH[:, :, :start + chunk], bias_BxTxT[:, start:start + chunk, :start + chunk])
                 for start in range(0, t, chunk)], axis=1)
 
+        # The previous token's key, zero at each segment's first token (no key crosses episodes).
+        continues_Bx1xTx1 = jnp.concatenate(
+            [jnp.zeros((b, 1), bool), segment_ids_BxT[:, 1:] == segment_ids_BxT[:, :-1]], axis=1)[:, None, :, None]
+
+        def previous(k_BxKxTxH):
+            shifted = jnp.pad(k_BxKxTxH[:, :, :-1], ((0, 0), (0, 0), (1, 0), (0, 0)))
+            return jnp.where(continues_Bx1xTx1, shifted, 0)
+
         x = self.embed(tokens_BxT)
         for block in self.blocks:
-            x = block(x, positions_BxT, lambda q, k, v, block=block: attend_causal(q, k, v, block))
+            x = block(x, positions_BxT, lambda q, k, v, block=block: attend_causal(q, k, v, block), previous)
         return self.logits(x)
 
     def forward_cached(self, tokens_BxT: jax.Array, valid_BxT: jax.Array, cache: KVCache):
@@ -294,10 +321,19 @@ class Transformer(nnx.Module):
         visible_BxTxS = jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= positions_BxT[:, :, None]
         bias_BxTxS = jnp.where(visible_BxTxS, 0.0, NEG_INF).astype(jnp.float32)
         rows_Bx1 = jnp.arange(b)[:, None]
+        count_B = valid_BxT.sum(axis=1, dtype=jnp.int32)
 
-        keys, values = list(cache.keys_BxKxHxS), list(cache.values_BxKxSxH)
+        keys, values, last_keys = list(cache.keys_BxKxHxS), list(cache.values_BxKxSxH), list(cache.last_keys_BxKxH)
         x = self.embed(tokens_BxT)
         for layer, block in enumerate(self.blocks):
+            def previous(k_BxKxTxH, layer=layer):
+                # The first new token's predecessor is the cache's newest token (zeros in an empty row).
+                first_BxKx1xH = last_keys[layer][:, :, None]
+                newest_BxKxH = jnp.take_along_axis(
+                    k_BxKxTxH, jnp.maximum(count_B - 1, 0)[:, None, None, None], axis=2)[:, :, 0]
+                last_keys[layer] = jnp.where((count_B > 0)[:, None, None], newest_BxKxH, last_keys[layer])
+                return jnp.concatenate([first_BxKx1xH.astype(k_BxKxTxH.dtype), k_BxKxTxH[:, :, :-1]], axis=2)
+
             def attend(q, k_BxKxTxH, v_BxKxTxH, layer=layer, block=block):
                 # Indexed by (row, slot) with the head axes sliced, the update is laid out [B,T,K,H].
                 keys[layer] = keys[layer].at[rows_Bx1, :, :, write_slot_BxT].set(
@@ -305,9 +341,9 @@ class Transformer(nnx.Module):
                 values[layer] = values[layer].at[rows_Bx1, :, write_slot_BxT, :].set(
                     v_BxKxTxH.transpose(0, 2, 1, 3).astype(values[layer].dtype), mode="drop")
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS)
-            x = block(x, positions_BxT, attend)
-        end_B = jnp.minimum(cache.end_B + valid_BxT.sum(axis=1, dtype=jnp.int32), slots)
-        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B)
+            x = block(x, positions_BxT, attend, previous)
+        end_B = jnp.minimum(cache.end_B + count_B, slots)
+        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys))
 
 
 def param_count(state) -> int:
