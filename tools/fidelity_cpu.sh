@@ -3,11 +3,11 @@
 # collected twice, as recorded and opening with an observation of the state after setup
 # (--config.observe_setup=True; pinned with the task when a session is truncated), trained
 # 1,500 steps and evaluated on 64 test episodes; observed-copy is observed with three quarters of
-# the training records synthetic copy examples (data.copy_fraction, twjax/data.py). About 2 x 6 min
-# of collection, 3 x 35-60 min of training (by the VM's speed that day) and 3 x ~5 min of
-# evaluation on 2 cores. Name runs (recorded, observed, observed-copy) to train only those.
-# Re-running skips what is done and resumes the rest.
-#   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy]
+# the training records synthetic copy examples (data.copy_fraction, twjax/data.py), and
+# observed-copy-smeared is that with smeared keys (model.smeared_keys). About 2 x 6 min of
+# collection, 4 x 35-60 min of training (by the VM's speed that day) and 4 x ~5 min of evaluation
+# on 2 cores. Name runs to train only those. Re-running skips what is done and resumes the rest.
+#   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -26,14 +26,15 @@ if [ ! -e "$data/tokenizer.model" ]; then
 fi
 
 for run in recorded:$data/n96: observed:data/observed/n96: \
-           observed-copy:data/observed/n96:--config.data.copy_fraction=0.75; do
+           observed-copy:data/observed/n96:--config.data.copy_fraction=0.75 \
+           "observed-copy-smeared:data/observed/n96:--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"; do
   IFS=: read -r name episodes extra <<< "$run"
   if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
   workdir=runs/fidelity/$name
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
     "--config.data.train=$episodes/train-*.jsonl" "--config.data.valid=$episodes/valid-*.jsonl" \
     "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=1500 \
-    --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4 ${extra:+"$extra"}
+    --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4 $extra  # word-split: extra holds flags
   if [ ! -e "$workdir/eval/report.json" ]; then
     "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$episodes/test-*.jsonl" \
       --train-episodes "$episodes/train-*.jsonl" --max-episodes 64 --json > "$workdir/eval.json"
