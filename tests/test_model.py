@@ -132,12 +132,12 @@ def test_flops_parameter_count_matches_the_model(model):
     assert flops.train_flops_per_token(CONFIG, 16) == 6 * flops.matmul_params(CONFIG) + 6 * 2 * 16 * 32
 
 
-def train_to_copy(make_batch, steps: int) -> float:
+def train_to_copy(make_batch, steps: int, smeared_keys: bool = False) -> float:
     """Trains two layers with one shared KV head on `make_batch(step) -> (inputs_BxT, targets_BxT,
     weights_BxT)` (fresh examples every step) and returns the weighted argmax accuracy on the last."""
     import optax
     config = model_lib.ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=4, n_kv_heads=1,
-                                   d_ff=384, max_len=128, attention_chunk=32)
+                                   d_ff=384, max_len=128, attention_chunk=32, smeared_keys=smeared_keys)
     graphdef, params = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(0)))
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 30, steps, 3e-4), weight_decay=0.1)
 
@@ -174,17 +174,27 @@ def test_learns_to_copy_from_a_fixed_offset():
     assert train_to_copy(make_batch, 300) > 0.95
 
 
-@pytest.mark.slow
-def test_learns_induction_on_copy_examples():
-    """The training copy examples (twjax.data.CopyExample: [A, B, A], A of 8-42 tokens, filler B of
-    0-21) put the copy source at a varying distance, so only induction (find the earlier
-    occurrence of the current token, copy what followed it) predicts the second A. The same model
-    sits on a plateau at chance for ~500 updates, then jumps (0.9 near update 750). ~300 s."""
+def copy_example_batch(i: int) -> tuple[np.ndarray, ...]:
+    """32 training copy examples (twjax.data.CopyExample: [A, B, A], A of 8-42 tokens, filler B of
+    0-21), one a row: the copy source sits at a varying distance, so only induction (find the
+    earlier occurrence of the current token, copy what followed it) predicts the second A."""
     from twjax import data
     make = data.CopyExample(np.arange(512, dtype=np.int32), seq_len=128, seed=0)
+    examples = [make.map(i * 32 + row)[0] for row in range(32)]
+    return tuple(np.stack([np.pad(e[key], (0, 127 - len(e[key]))) for e in examples])
+                 for key in ("inputs", "targets", "weights"))
 
-    def make_batch(i):
-        examples = [make.map(i * 32 + row)[0] for row in range(32)]
-        return tuple(np.stack([np.pad(e[key], (0, 127 - len(e[key]))) for e in examples])
-                     for key in ("inputs", "targets", "weights"))
-    assert train_to_copy(make_batch, 1000) > 0.8
+
+@pytest.mark.slow
+def test_learns_induction_on_copy_examples():
+    """The plain model sits on a plateau at chance for ~500 updates, then jumps (0.9 near update
+    750). ~300 s on 2 cores."""
+    assert train_to_copy(copy_example_batch, 1000) > 0.8
+
+
+@pytest.mark.slow
+def test_smeared_keys_learn_induction_without_the_plateau():
+    """With smeared keys a query can match "the token before me" in one layer: the same model and
+    data pass 0.8 after 300 updates (0.66 at update 125, measured), where the plain model is still at
+    chance. ~100 s on 2 cores."""
+    assert train_to_copy(copy_example_batch, 300, smeared_keys=True) > 0.8
