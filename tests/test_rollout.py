@@ -14,9 +14,9 @@ VOCAB = 48
 MARKERS = rollout.Markers(cmd_open=3, cmd_end=4, out_open=5, out_end=6, eoe=7, task=8, exit=9, cwd=10, vocab=40)
 
 
-def tiny_model(seed, n_kv_heads=1):
+def tiny_model(seed, n_kv_heads=1, smeared_keys=False):
     config = model_lib.ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=n_kv_heads,
-                                   d_ff=64, max_len=128)
+                                   d_ff=64, max_len=128, smeared_keys=smeared_keys)
     return nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(seed)))
 
 
@@ -48,7 +48,8 @@ CONFIG = rollout.RolloutConfig(max_turns=3, max_command_tokens=5, max_output_tok
 
 @pytest.fixture(scope="module")
 def models():
-    return (*tiny_model(1), *tiny_model(2, n_kv_heads=2))
+    # The terminal with smeared keys: its cache also carries each layer's newest key.
+    return (*tiny_model(1), *tiny_model(2, n_kv_heads=2, smeared_keys=True))
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +116,13 @@ def test_done_rows_never_change_and_caches_never_overflow(models):
     models = (*nnx.split(NeverStops(nnx.merge(*models[:2]))), *models[2:])
     state = rollout.prefill(*models, prompts_BxP, lengths_B, config=config)
     state = state._replace(stop_B=state.stop_B.at[1].set(rollout.ENDED_BY_AGENT))
-    before = [np.asarray(layer[1]) for layer in state.agent_cache.keys_BxKxHxS + state.agent_cache.values_BxKxSxH]
+    before = [np.asarray(layer[1]) for layer in jax.tree.leaves((state.agent_cache, state.terminal_cache))]
+    assert state.terminal_cache.last_keys_BxKxH
     final = rollout.run_loop(*models, jax.tree.map(jnp.copy, state), jax.random.key(3), markers=MARKERS,
                              config=config)
     assert int(final.length_B[1]) == int(lengths_B[1])
     np.testing.assert_array_equal(final.tokens_BxS[1], np.asarray(state.tokens_BxS[1]))
-    for got, want in zip(final.agent_cache.keys_BxKxHxS + final.agent_cache.values_BxKxSxH, before):
+    for got, want in zip(jax.tree.leaves((final.agent_cache, final.terminal_cache)), before):
         np.testing.assert_array_equal(got[1], want)
     others = np.asarray(final.stop_B)[[0, 2, 3]]
     assert np.all(others == rollout.CONTEXT_FULL)
