@@ -51,9 +51,11 @@ def make_batch(rng):
                 weights_BxT=(segments > 0).astype(np.float32))
 
 
-def test_eight_devices_match_one_device():
+@pytest.mark.parametrize("smeared_keys", [False, True])
+def test_eight_devices_match_one_device(smeared_keys):
     assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
-    constructor = lambda: model_lib.Transformer(CONFIG, rngs=nnx.Rngs(0))
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=smeared_keys)
+    constructor = lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0))
     batch = make_batch(np.random.default_rng(0))
 
     graphdef, state = nnx.split(constructor())
@@ -93,9 +95,11 @@ def test_optimizer_state_follows_parameter_shardings():
 
 def test_cache_shardings():
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
-    cache = jax.eval_shape(lambda: model_lib.init_cache(CONFIG, 8, 16))
+    smeared = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=True)
+    cache = jax.eval_shape(lambda: model_lib.init_cache(smeared, 8, 16))
     specs = sharding.cache_shardings(cache, mesh)
-    assert len(specs.keys_BxKxHxS) == len(specs.values_BxKxSxH) == CONFIG.n_layers
+    assert len(specs.keys_BxKxHxS) == len(specs.values_BxKxSxH) == len(specs.last_keys_BxKxH) == CONFIG.n_layers
     assert {keys.spec for keys in specs.keys_BxKxHxS} == {P(("data", "fsdp"), "tensor", None, None)}
     assert {values.spec for values in specs.values_BxKxSxH} == {P(("data", "fsdp"), "tensor", None, None)}
+    assert {last.spec for last in specs.last_keys_BxKxH} == {P(("data", "fsdp"), "tensor", None)}
     assert specs.end_B.spec == P(("data", "fsdp"))
