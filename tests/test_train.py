@@ -5,6 +5,7 @@ XLA compiles slowly on a small CPU host (tens of seconds per train step), so eve
 the same tiny model shape and shares one persistent compilation cache: the first run compiles,
 the others load.
 """
+import json
 import os
 import pathlib
 import random
@@ -211,6 +212,17 @@ def test_resume_under_a_different_run_config_is_refused(dataset, runs):
     with pytest.raises(ValueError, match=r"data.copy_fraction: 0.0 -> 0.5.*model.d_model"):
         train.train(tiny_config(dataset, **{"data.copy_fraction": 0.5, "model.d_model": 64}), runs["killed"])
     assert (runs["killed"] / "config.json").read_text() == before
+
+
+def test_resume_check_accepts_a_field_added_since_the_run_started_while_it_is_off(dataset, runs, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(runs["killed"], workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["model"]["smeared_keys"]  # as written before the field existed
+    (workdir / "config.json").write_text(json.dumps(saved))
+    checkpoint_io.check_resumable(workdir, train.resolve_config(tiny_config(dataset)))
+    with pytest.raises(ValueError, match=r"model.smeared_keys: None -> True"):
+        checkpoint_io.check_resumable(workdir, train.resolve_config(tiny_config(dataset, **{"model.smeared_keys": True})))
 
 
 def test_resume_check_names_a_moved_tokenizer_when_the_workdir_lost_its_copy(dataset, runs, tmp_path):

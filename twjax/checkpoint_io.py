@@ -75,8 +75,11 @@ def check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) ->
         return
     saved = _flat(read_config(workdir).to_dict())
     wanted = _flat(json.loads(config.to_json_best_effort()))
+    # A field the code gained after the run started (absent from its config.json) is no change
+    # while it holds an off value: new options default to off.
+    added_off = {key for key in wanted.keys() - saved.keys() if wanted[key] in (False, 0, "", None)}
     changed = sorted(key for key in saved.keys() | wanted.keys()
-                     if key not in RESUMABLE_CHANGES and saved.get(key) != wanted.get(key))
+                     if key not in RESUMABLE_CHANGES and key not in added_off and saved.get(key) != wanted.get(key))
     tokenizer_copy = workdir / "tokenizer.model"
     if ("data.tokenizer" in changed and tokenizer_copy.exists()
             and tokenizer_copy.read_bytes() == pathlib.Path(config.data.tokenizer).read_bytes()):
