@@ -32,3 +32,18 @@ def test_copy_probe_separates_an_induction_oracle_from_a_constant(tmp_path):
     # This small vocabulary (~230 ordinary pieces) repeats tokens inside A and B, where the latest
     # earlier occurrence is the wrong one to copy from: the oracle's ceiling is ~0.7 here.
     assert oracle["accuracy"] > 0.6 and constant["accuracy"] < 0.05 and untrained["accuracy"] < 0.1
+
+
+def test_line_copy_probe_defeats_one_token_induction_only_after_a_shared_prefix(tmp_path):
+    episode_lib.write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=5))
+    tok = T.train([str(tmp_path / "e.jsonl")], str(tmp_path / "t.model"), vocab_size=500)
+    config = model_lib.ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
+                                   max_len=256)
+    model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+    unique = induction.line_copy_accuracy(model, tok, shared_prefix=False, predict=induction_oracle)
+    shared = induction.line_copy_accuracy(model, tok, shared_prefix=True, predict=induction_oracle)
+    assert unique["targets"] == shared["targets"] == 32 * 6
+    # The oracle copies what followed the latest occurrence: after a shared prefix that is always
+    # the last line's name, right on one line in six. (This small vocabulary, ~230 ordinary pieces,
+    # repeats tokens inside a line, which costs the oracle some unique-prefix names too.)
+    assert unique["accuracy"] > 0.7 and shared["accuracy"] < 0.3, (unique, shared)

@@ -34,3 +34,29 @@ def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
     # Padding follows each example, so causal attention keeps it out of every scored position.
     hits = float(((predict(inputs_BxT) == targets_BxT) * weights_BxT).sum())
     return {"accuracy": hits / float(weights_BxT.sum()), "examples": n_examples, "targets": int(weights_BxT.sum())}
+
+
+def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n_examples: int = 32,
+                       predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Copying lines, as a listing repeated later in a session: six lines of [prefix (6 tokens),
+    name, newline], 10 filler tokens, the six lines again. Scored on the second copy's names only.
+    With `shared_prefix` every line opens with the same prefix, as `ls -l` lines do: the token
+    before each name is the same, so one-token induction is at chance among the six names (1/6)
+    and only a match on the line so far (or on the previous line) picks the right one."""
+    ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
+    n_lines, prefix_len, line_len = 6, 6, 8
+    rows, names = [], []
+    for _ in range(n_examples):
+        shared, newline = rng.choice(ids, prefix_len), rng.choice(ids)
+        lines = [np.concatenate([shared if shared_prefix else rng.choice(ids, prefix_len), rng.choice(ids, 1), [newline]])
+                 for _ in range(n_lines)]
+        listing = np.concatenate(lines)
+        rows.append(np.concatenate([listing, rng.choice(ids, 10), listing]).astype(np.int32))
+        second = len(listing) + 10
+        names.append([second + line * line_len + prefix_len for line in range(n_lines)])
+    tokens_BxT = np.stack(rows)
+    if predict is None:
+        predict = lambda x: np.asarray(_argmax(model, jnp.asarray(x)))  # noqa: E731
+    predicted_BxT = predict(tokens_BxT[:, :-1])
+    hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos] for row, positions in enumerate(names) for pos in positions]
+    return {"accuracy": float(np.mean(hits)), "examples": n_examples, "targets": len(hits)}

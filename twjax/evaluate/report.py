@@ -157,6 +157,9 @@ def main(args) -> int:
                                                closed_loop_pairs=pairs)
         step = args.step if args.step is not None else latest_step(args.workdir)
         report["copy_probe"] = induction.copy_accuracy(model, tok)
+        report["copy_probe"]["line_names"] = {
+            "shared_prefix": induction.line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
+            "unique_prefix": induction.line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"]}
     report["meta"].update(workdir=str(args.workdir), episodes_file=str(args.episodes), step=step,
                           seconds=round(time.perf_counter() - started, 1), **baseline_info)
     out_dir = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "eval"
@@ -172,7 +175,10 @@ def main(args) -> int:
               f"({section['copyable']['n']}/{section['nonempty']['n']} non-empty)",
               file=sys.stderr)
     if "copy_probe" in report:
-        print(f"copy probe (synthetic [A, B, A]): accuracy {report['copy_probe']['accuracy']:.3f}", file=sys.stderr)
+        probe = report["copy_probe"]
+        print(f"copy probe (synthetic [A, B, A]): accuracy {probe['accuracy']:.3f}; names of repeated lines: "
+              f"{probe['line_names']['shared_prefix']:.3f} after a shared prefix, "
+              f"{probe['line_names']['unique_prefix']:.3f} after unique ones", file=sys.stderr)
     print(f"wrote {out_dir / 'report.json'}, {len(pngs)} plots, TensorBoard events in {out_dir / 'tb'}",
           file=sys.stderr)
     if args.json:
