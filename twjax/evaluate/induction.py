@@ -48,8 +48,10 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     rows, names = [], []
     for _ in range(n_examples):
         shared, newline = rng.choice(ids, prefix_len), rng.choice(ids)
-        lines = [np.concatenate([shared if shared_prefix else rng.choice(ids, prefix_len), rng.choice(ids, 1), [newline]])
-                 for _ in range(n_lines)]
+        lines = []
+        for _ in range(n_lines):
+            prefix = shared if shared_prefix else rng.choice(ids, prefix_len)
+            lines.append(np.concatenate([prefix, rng.choice(ids, 1), [newline]]))
         listing = np.concatenate(lines)
         rows.append(np.concatenate([listing, rng.choice(ids, 10), listing]).astype(np.int32))
         second = len(listing) + 10
@@ -58,5 +60,6 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     if predict is None:
         predict = lambda x: np.asarray(_argmax(model, jnp.asarray(x)))  # noqa: E731
     predicted_BxT = predict(tokens_BxT[:, :-1])
-    hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos] for row, positions in enumerate(names) for pos in positions]
+    hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos]
+            for row, positions in enumerate(names) for pos in positions]
     return {"accuracy": float(np.mean(hits)), "examples": n_examples, "targets": len(hits)}
