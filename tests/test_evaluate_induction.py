@@ -1,5 +1,6 @@
 """The copy probe: an induction oracle scores ~1, a model that copies nothing scores ~0."""
 import numpy as np
+import pytest
 from flax import nnx
 
 from sample_episodes import make_episodes
@@ -19,12 +20,18 @@ def induction_oracle(inputs_BxT: np.ndarray) -> np.ndarray:
     return predicted
 
 
-def test_copy_probe_separates_an_induction_oracle_from_a_constant(tmp_path):
-    episode_lib.write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=5))
-    tok = T.train([str(tmp_path / "e.jsonl")], str(tmp_path / "t.model"), vocab_size=500)
+@pytest.fixture(scope="module")
+def tok_and_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("induction")
+    episode_lib.write_jsonl(root / "e.jsonl", make_episodes(60, seed=5))
+    tok = T.train([str(root / "e.jsonl")], str(root / "t.model"), vocab_size=500)
     config = model_lib.ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
                                    max_len=256)
-    model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+    return tok, model_lib.Transformer(config, rngs=nnx.Rngs(0))
+
+
+def test_copy_probe_separates_an_induction_oracle_from_a_constant(tok_and_model):
+    tok, model = tok_and_model
     oracle = induction.copy_accuracy(model, tok, n_examples=16, predict=induction_oracle)
     constant = induction.copy_accuracy(model, tok, n_examples=16, predict=np.zeros_like)
     untrained = induction.copy_accuracy(model, tok, n_examples=16)
@@ -34,12 +41,8 @@ def test_copy_probe_separates_an_induction_oracle_from_a_constant(tmp_path):
     assert oracle["accuracy"] > 0.6 and constant["accuracy"] < 0.05 and untrained["accuracy"] < 0.1
 
 
-def test_line_copy_probe_defeats_one_token_induction_only_after_a_shared_prefix(tmp_path):
-    episode_lib.write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=5))
-    tok = T.train([str(tmp_path / "e.jsonl")], str(tmp_path / "t.model"), vocab_size=500)
-    config = model_lib.ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
-                                   max_len=256)
-    model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+def test_line_copy_probe_defeats_one_token_induction_only_after_a_shared_prefix(tok_and_model):
+    tok, model = tok_and_model
     unique = induction.line_copy_accuracy(model, tok, shared_prefix=False, predict=induction_oracle)
     shared = induction.line_copy_accuracy(model, tok, shared_prefix=True, predict=induction_oracle)
     assert unique["targets"] == shared["targets"] == 32 * 6

@@ -17,6 +17,10 @@ PROBE_SEED = 2**31 - 1  # training copy examples use config.data.seed (small num
 _argmax = nnx.jit(lambda model, inputs_BxT: model(inputs_BxT).argmax(-1))
 
 
+def _model_argmax(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda inputs_BxT: np.asarray(_argmax(model, jnp.asarray(inputs_BxT)))
+
+
 def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
                   predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """`predict(inputs_BxT) -> predicted_BxT` defaults to the model's argmax."""
@@ -29,8 +33,7 @@ def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
         return np.stack([np.pad(e[key], (0, width - len(e[key]))) for e in examples]).astype(dtype)
 
     inputs_BxT, targets_BxT, weights_BxT = padded("inputs", np.int32), padded("targets", np.int32), padded("weights", np.float32)
-    if predict is None:
-        predict = lambda x: np.asarray(_argmax(model, jnp.asarray(x)))  # noqa: E731
+    predict = predict or _model_argmax(model)
     # Padding follows each example, so causal attention keeps it out of every scored position.
     hits = float(((predict(inputs_BxT) == targets_BxT) * weights_BxT).sum())
     return {"accuracy": hits / float(weights_BxT.sum()), "examples": n_examples, "targets": int(weights_BxT.sum())}
@@ -57,9 +60,7 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
         second = len(listing) + 10
         names.append([second + line * line_len + prefix_len for line in range(n_lines)])
     tokens_BxT = np.stack(rows)
-    if predict is None:
-        predict = lambda x: np.asarray(_argmax(model, jnp.asarray(x)))  # noqa: E731
-    predicted_BxT = predict(tokens_BxT[:, :-1])
+    predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
     hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos]
             for row, positions in enumerate(names) for pos in positions]
     return {"accuracy": float(np.mean(hits)), "examples": n_examples, "targets": len(hits)}
