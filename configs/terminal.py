@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         regime="terminal",                   # terminal | agent | full
         lambda_obs=1.0,                      # weight of terminal targets in the "full" regime
         copy_fraction=0.0,                   # records that are synthetic copy examples (twjax/data.py)
+        copy_lines_fraction=0.0,             # copy examples that are listings (data.line_listing)
         seed=0,
     ))
 

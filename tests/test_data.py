@@ -293,6 +293,32 @@ def test_copy_example_by_hand(setup):
         np.testing.assert_array_equal(make.map(index)[0]["inputs"], example["inputs"])
 
 
+def test_listing_copy_examples_by_hand(setup):
+    _, _, tok = setup
+    token_ids = data.copy_token_ids(tok)
+    plain, listings = data.CopyExample(token_ids, 64, seed=3), data.CopyExample(token_ids, 64, seed=3, lines_fraction=1.0)
+    shared_columns = 0
+    for index in range(50):
+        [example] = listings.map(index)
+        ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+        weighted = np.flatnonzero(example["weights"])
+        listing = ids[len(ids) - len(weighted) - 1:]
+        assert len(ids) <= 65
+        np.testing.assert_array_equal(ids[:len(listing)], listing)  # [listing, filler, listing]
+        assert weighted.tolist() == list(range(len(ids) - len(listing), len(ids) - 1))
+        newline = listing[-1]
+        ends = np.flatnonzero(listing == newline)
+        line_len = ends[0] + 1
+        assert len(listing) % line_len == 0 and 2 <= len(listing) // line_len <= 12 and 3 <= line_len <= 12
+        lines = listing.reshape(-1, line_len)
+        assert (lines[:, -1] == newline).all()
+        shared_columns += int((lines[:, :-4] == lines[0, :-4]).all(axis=0).sum())
+        # lines_fraction 0 draws exactly the examples it drew before listings existed
+        np.testing.assert_array_equal(data.CopyExample(token_ids, 64, 3, 0.0).map(index)[0]["inputs"],
+                                      plain.map(index)[0]["inputs"])
+    assert shared_columns > 50  # prefixes mostly shared: the token before a name rarely tells which
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)
@@ -311,3 +337,5 @@ def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     assert_resumes_exactly(config, skip=3, compare=3)
     with pytest.raises(ValueError, match="copy_fraction"):
         data.make_train_iterator(make_config(root, copy_fraction=1.0), shard=(0, 1))
+    with pytest.raises(ValueError, match="copy_lines_fraction"):
+        data.make_train_iterator(make_config(root, copy_fraction=0.5, copy_lines_fraction=1.5), shard=(0, 1))

@@ -6,10 +6,13 @@
 # the training records synthetic copy examples (data.copy_fraction, twjax/data.py), and
 # observed-copy-smeared is that with smeared keys (model.smeared_keys), started from a copy-only
 # warm-up (320 steps of 32 x 128 tokens, 99% copy examples, ~7 min), where induction forms; in the
-# 1,024-token mix from scratch it had not by step 400. About 2 x 6 min of collection, 4 x 35-60
-# min of training (by the VM's speed that day) and 4 x ~5 min of evaluation on 2 cores. Name runs
-# to train only those. Re-running skips what is done and resumes the rest.
-#   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
+# 1,024-token mix from scratch it had not by step 400. observed-lines-smeared is that with half
+# the copy examples listings whose lines share their prefix (data.copy_lines_fraction, from an
+# 800-step warm-up with them), so that copying a listing's lines takes more than one-token
+# induction. About 2 x 6 min of collection, 5 x 35-60 min of training (by the VM's speed that
+# day) and 5 x ~5 min of evaluation on 2 cores. Name runs to train only those. Re-running skips
+# what is done and resumes the rest.
+#   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared] [observed-lines-smeared]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -27,21 +30,32 @@ if [ ! -e "$data/tokenizer.model" ]; then
   "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$data/tokenizer.model" --vocab-size 2048
 fi
 
-if [ $# -eq 0 ] || [[ " $* " == *" observed-copy-smeared "* ]]; then
-  "${twjax[@]}" train --config configs/terminal.py:tiny --workdir runs/fidelity/copy-warmup-smeared \
+RUNS="$*"
+selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
+
+warmup() {  # workdir stop-step extra-flags...: copy examples only, 32 x 128 tokens a step, smeared keys
+  local workdir=$1 stop_at=$2; shift 2
+  "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
     "--config.data.train=data/observed/n96/train-*.jsonl" "--config.data.valid=data/observed/n96/valid-*.jsonl" \
     "--config.data.tokenizer=$data/tokenizer.model" --config.data.copy_fraction=0.99 \
     --config.data.batch_size=32 --config.data.seq_len=128 --config.model.max_len=128 \
-    --config.model.smeared_keys=True --config.train.steps=1200 --config.train.stop_at=320
+    --config.model.smeared_keys=True --config.train.steps=1200 --config.train.stop_at="$stop_at" "$@"
+}
+if selected observed-copy-smeared; then
+  warmup runs/fidelity/copy-warmup-smeared 320
+fi
+if selected observed-lines-smeared; then
+  warmup runs/fidelity/copy-warmup-lines 800 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
+lines="$smeared --config.data.copy_lines_fraction=0.5 --config.train.init_from=runs/fidelity/copy-warmup-lines"
 smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
 
 for run in recorded:$data/n96: observed:data/observed/n96: \
            observed-copy:data/observed/n96:--config.data.copy_fraction=0.75 \
-           "observed-copy-smeared:data/observed/n96:$smeared"; do
+           "observed-copy-smeared:data/observed/n96:$smeared" "observed-lines-smeared:data/observed/n96:$lines"; do
   IFS=: read -r name episodes extra <<< "$run"
-  if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+  selected "$name" || continue
   workdir=runs/fidelity/$name
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
     "--config.data.train=$episodes/train-*.jsonl" "--config.data.valid=$episodes/valid-*.jsonl" \

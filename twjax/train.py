@@ -305,9 +305,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         loss has settled; single-process only (the probe's inputs are host arrays)."""
         if jax.process_count() > 1:
             return {}
+        model = nnx.merge(graphdef, state["params"])
         with sharding.activation_sharding(mesh):
-            probe = induction.copy_accuracy(nnx.merge(graphdef, state["params"]), tokenizer)
-        return {"eval/copy_accuracy": probe["accuracy"]}
+            return {"eval/copy_accuracy": induction.copy_accuracy(model, tokenizer)["accuracy"],
+                    "eval/line_copy_shared": induction.line_copy_accuracy(model, tokenizer, True)["accuracy"],
+                    "eval/line_copy_unique": induction.line_copy_accuracy(model, tokenizer, False)["accuracy"]}
 
     def evaluate(step: int) -> float:
         sums = zero_sums()
@@ -318,7 +320,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         log.scalars(step, values | {"eval/unigram_baseline": baseline})
         log.line(f"step {step}: valid loss {values['eval/loss']:.4f} (unigram baseline {baseline:.4f}, "
                  f"terminal {values.get('eval/loss_terminal', float('nan')):.4f}), "
-                 f"copy probe {values.get('eval/copy_accuracy', float('nan')):.3f}")
+                 f"copy probe {values.get('eval/copy_accuracy', float('nan')):.3f}, lines "
+                 f"{values.get('eval/line_copy_shared', float('nan')):.3f} shared / "
+                 f"{values.get('eval/line_copy_unique', float('nan')):.3f} unique prefix")
         return values["eval/loss"]
 
     def checkpoint(step: int) -> None:
