@@ -7,8 +7,8 @@
 # observed-copy-smeared is that with smeared keys (model.smeared_keys), started from a copy-only
 # warm-up (320 steps of 32 x 128 tokens, 99% copy examples, ~7 min), where induction forms; in the
 # 1,024-token mix from scratch it had not by step 400. observed-lines-smeared is that with half
-# the copy examples listings whose lines share their prefix (data.copy_lines_fraction, from an
-# 800-step warm-up with them), so that copying a listing's lines takes more than one-token
+# the copy examples listings whose lines share their prefix (data.copy_lines_fraction, from a
+# 1,200-step warm-up with them), so that copying a listing's lines takes more than one-token
 # induction. About 2 x 6 min of collection, 5 x 35-60 min of training (by the VM's speed that
 # day) and 5 x ~5 min of evaluation on 2 cores. Name runs to train only those. Re-running skips
 # what is done and resumes the rest.
@@ -45,7 +45,7 @@ if selected observed-copy-smeared; then
   warmup runs/fidelity/copy-warmup-smeared 320
 fi
 if selected observed-lines-smeared; then
-  warmup runs/fidelity/copy-warmup-lines 800 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
+  warmup runs/fidelity/copy-warmup-lines 1200 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared --config.data.copy_lines_fraction=0.5 --config.train.init_from=runs/fidelity/copy-warmup-lines"
