@@ -9,7 +9,7 @@
 # 1,024-token mix from scratch it had not by step 400. observed-lines-smeared is that with half
 # the copy examples listings whose lines share their prefix (data.copy_lines_fraction, from a
 # 1,200-step warm-up with them), so that copying a listing's lines takes more than one-token
-# induction. About 2 x 6 min of collection, 5 x 35-60 min of training (by the VM's speed that
+# induction. About 2 x 6 min of collection, 5 x 35-65 min of training (by the VM's speed that
 # day) and 5 x ~5 min of evaluation on 2 cores. Name runs to train only those. Re-running skips
 # what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared] [observed-lines-smeared]
