@@ -305,11 +305,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         loss has settled; single-process only (the probe's inputs are host arrays)."""
         if jax.process_count() > 1:
             return {}
-        model = nnx.merge(graphdef, state["params"])
         with sharding.activation_sharding(mesh):
-            return {"eval/copy_accuracy": induction.copy_accuracy(model, tokenizer)["accuracy"],
-                    "eval/line_copy_shared": induction.line_copy_accuracy(model, tokenizer, True)["accuracy"],
-                    "eval/line_copy_unique": induction.line_copy_accuracy(model, tokenizer, False)["accuracy"]}
+            probe = induction.copy_probes(nnx.merge(graphdef, state["params"]), tokenizer)
+        return {"eval/copy_accuracy": probe["accuracy"], "eval/line_copy_shared": probe["line_names"]["shared_prefix"],
+                "eval/line_copy_unique": probe["line_names"]["unique_prefix"]}
 
     def evaluate(step: int) -> float:
         sums = zero_sums()

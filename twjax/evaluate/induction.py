@@ -64,3 +64,10 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos]
             for row, positions in enumerate(names) for pos in positions]
     return {"accuracy": float(np.mean(hits)), "examples": n_examples, "targets": len(hits)}
+
+
+def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
+    """copy_accuracy's result with the line-copy probe's accuracies under "line_names"."""
+    return copy_accuracy(model, tok) | {"line_names": {
+        "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
+        "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"]}}

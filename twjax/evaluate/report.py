@@ -156,10 +156,7 @@ def main(args) -> int:
                                                baselines=baseline_records, real_probes=real_probes,
                                                closed_loop_pairs=pairs)
         step = args.step if args.step is not None else latest_step(args.workdir)
-        report["copy_probe"] = induction.copy_accuracy(model, tok)
-        report["copy_probe"]["line_names"] = {
-            "shared_prefix": induction.line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
-            "unique_prefix": induction.line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"]}
+        report["copy_probe"] = induction.copy_probes(model, tok)
     report["meta"].update(workdir=str(args.workdir), episodes_file=str(args.episodes), step=step,
                           seconds=round(time.perf_counter() - started, 1), **baseline_info)
     out_dir = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "eval"
