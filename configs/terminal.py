@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         lambda_obs=1.0,                      # weight of terminal targets in the "full" regime
         copy_fraction=0.0,                   # records that are synthetic copy examples (twjax/data.py)
         copy_lines_fraction=0.0,             # copy examples that are listings (data.line_listing)
+        copy_select_fraction=0.0,            # listings repeated as a selection (data.line_selection)
         seed=0,
     ))
 

@@ -321,6 +321,39 @@ def test_listing_copy_examples_by_hand(setup):
     assert shared_columns > 50  # prefixes mostly shared: the token before a name rarely tells which
 
 
+def test_selection_copy_examples_by_hand(setup):
+    _, _, tok = setup
+    token_ids = data.copy_token_ids(tok)
+    listings = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0)
+    selections = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, select_fraction=1.0)
+    kinds = {"lines": 0, "names": 0}
+    for index in range(60):
+        [whole], [example] = listings.map(index), selections.map(index)
+        ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+        weighted = np.flatnonzero(example["weights"])
+        second = ids[len(ids) - len(weighted) - 1:]
+        assert weighted.tolist() == list(range(len(ids) - len(second), len(ids) - 1))
+        # [listing, filler] as the plain listing example of this index draws them, then a selection
+        whole_ids = np.concatenate([whole["inputs"], whole["targets"][-1:]])
+        head_len = len(whole_ids) - (np.flatnonzero(whole["weights"]).size + 1)
+        np.testing.assert_array_equal(ids[:head_len], whole_ids[:head_len])
+        listing = whole_ids[head_len:]
+        line_len = np.flatnonzero(listing == listing[-1])[0] + 1
+        lines_NxW = listing.reshape(-1, line_len)
+        runs = {(a, b, w) for a in range(len(lines_NxW)) for b in range(a + 1, len(lines_NxW) + 1)
+                for w in {2, 3, 4, line_len} if w <= line_len
+                and np.array_equal(lines_NxW[a:b, line_len - w:].ravel(), second)}
+        if any(w == line_len for _, _, w in runs):
+            kinds["lines"] += 1
+        else:
+            assert runs, index  # the names (1-3 tokens) and newline of a run of lines
+            kinds["names"] += 1
+    assert kinds["lines"] > 15 and kinds["names"] > 15, kinds
+    with pytest.raises(ValueError, match="copy_select_fraction"):
+        data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
+                                             copy_select_fraction=-0.1), shard=(0, 1))
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)

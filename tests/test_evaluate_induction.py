@@ -50,3 +50,23 @@ def test_line_copy_probe_defeats_one_token_induction_only_after_a_shared_prefix(
     # the last line's name, right on one line in six. (This small vocabulary, ~230 ordinary pieces,
     # repeats tokens inside a line, which costs the oracle some unique-prefix names too.)
     assert unique["accuracy"] > 0.7 and shared["accuracy"] < 0.3, (unique, shared)
+
+
+def test_names_column_probe_defeats_one_token_induction(tok_and_model):
+    tok, model = tok_and_model
+    oracle = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=induction_oracle)
+    assert oracle["targets"] == 32 * 5
+    # After a newline the oracle repeats the name that followed the latest newline: the one just written.
+    assert oracle["accuracy"] < 0.1, oracle
+
+    def column_oracle(inputs_BxT):
+        """Knows the layout: after [name, newline] it writes the name of the listing's next line."""
+        predicted = induction_oracle(inputs_BxT)
+        for row, tokens in enumerate(inputs_BxT):
+            second = 6 * 8 + 10
+            for line in range(1, 6):
+                predicted[row, second + line * 2 - 1] = tokens[line * 8 + 6]
+        return predicted
+
+    column = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=column_oracle)
+    assert column["accuracy"] == 1.0

@@ -9,10 +9,13 @@
 # 1,024-token mix from scratch it had not by step 400. observed-lines-smeared is that with half
 # the copy examples listings whose lines share their prefix (data.copy_lines_fraction, from a
 # 1,200-step warm-up with them), so that copying a listing's lines takes more than one-token
-# induction. About 2 x 6 min of collection, 5 x 35-65 min of training (by the VM's speed that
-# day) and 5 x ~5 min of evaluation on 2 cores. Name runs to train only those. Re-running skips
-# what is done and resumes the rest.
-#   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared] [observed-lines-smeared]
+# induction. observed-select-smeared is that, from the same warm-up, with half the listings
+# followed by a selection from them (data.copy_select_fraction: a run of lines, as head and tail
+# print, or the names of a run of lines, as plain ls prints). About 2 x 6 min of collection,
+# 6 x 35-65 min of training (by the VM's speed that day) and 6 x ~5 min of evaluation on 2 cores.
+# Name runs to train only those. Re-running skips what is done and resumes the rest.
+#   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
+#                              [observed-lines-smeared] [observed-select-smeared]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -44,16 +47,18 @@ warmup() {  # workdir stop-step extra-flags...: copy examples only, 32 x 128 tok
 if selected observed-copy-smeared; then
   warmup runs/fidelity/copy-warmup-smeared 320
 fi
-if selected observed-lines-smeared; then
+if selected observed-lines-smeared || selected observed-select-smeared; then
   warmup runs/fidelity/copy-warmup-lines 1200 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared --config.data.copy_lines_fraction=0.5 --config.train.init_from=runs/fidelity/copy-warmup-lines"
+select="$lines --config.data.copy_select_fraction=0.5"
 smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
 
 for run in recorded:$data/n96: observed:data/observed/n96: \
            observed-copy:data/observed/n96:--config.data.copy_fraction=0.75 \
-           "observed-copy-smeared:data/observed/n96:$smeared" "observed-lines-smeared:data/observed/n96:$lines"; do
+           "observed-copy-smeared:data/observed/n96:$smeared" "observed-lines-smeared:data/observed/n96:$lines" \
+           "observed-select-smeared:data/observed/n96:$select"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name

@@ -23,7 +23,9 @@ the terminal role. Only attending back to the first A and copying predicts them:
 induction heads, which the transcripts alone (a few million tokens) do not grow, and which copying
 names and file contents from the session needs. Never in the valid split. With
 config.data.copy_lines_fraction some of them are listings whose lines share most of their prefix
-(line_listing): copying those needs induction that matches on more than the previous token.
+(line_listing): copying those needs induction that matches on more than the previous token. With
+config.data.copy_select_fraction some listings are followed by a selection from them instead of
+all of them (line_selection): a run of lines, or the names of a run of lines.
 
 The training iterator is a grain DatasetIterator: `get_state()` is a JSON-able dict, and
 `set_state(state)` resumes at exactly the next batch. In orbax, save it with
@@ -173,24 +175,31 @@ class CopyExample(grain.transforms.Map):
     """Record index -> [one synthetic copy example] of at most seq_len + 1 tokens, a pure function
     of (seed, index): A of 8..min(128, seq_len/3) tokens drawn from `token_ids`, B of
     0..min(64, seq_len/6), then A. Short: what grows induction is the number of examples.
-    A fraction `lines_fraction` of them are listings instead (line_listing)."""
+    A fraction `lines_fraction` of them are listings instead (line_listing), and a fraction
+    `select_fraction` of those repeat a selection from the listing (line_selection), not all of it."""
     token_ids: np.ndarray
     seq_len: int
     seed: int
     lines_fraction: float = 0.0
+    select_fraction: float = 0.0
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
-        # Listings draw from their own stream, so that lines_fraction 0 keeps every example as it was.
+        # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
+        # example as it was.
         lines_rng = np.random.default_rng((self.seed, int(index), 1))
         if self.lines_fraction > 0 and lines_rng.random() < self.lines_fraction:
-            copied, filler = line_listing(lines_rng, self.token_ids, self.seq_len)
+            lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len)
+            copied = second = lines_NxW.ravel()
+            select_rng = np.random.default_rng((self.seed, int(index), 2))
+            if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
+                second = line_selection(select_rng, lines_NxW, prefix_len)
         else:
             rng = np.random.default_rng((self.seed, int(index)))
-            copied = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
+            copied = second = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
             filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
-        ids = np.concatenate([copied, filler, copied]).astype(np.int32)
+        ids = np.concatenate([copied, filler, second]).astype(np.int32)
         weights = np.zeros(len(ids) - 1, np.float32)
-        weights[len(copied) + len(filler):] = 1.0  # targets of the second A but its first token
+        weights[len(copied) + len(filler):] = 1.0  # targets of the second part but its first token
         return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
                  "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
 
@@ -198,9 +207,10 @@ class CopyExample(grain.transforms.Map):
 LINES_MIN_SEQ_LEN = 64
 
 
-def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(listing, filler) for a copy example whose A is a listing, as `ls -l` prints: 2..12 lines of
-    [prefix (1..8 tokens), name (1..3), newline], each prefix column shared by every line with
+def line_listing(rng: np.random.Generator, token_ids: np.ndarray,
+                 seq_len: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """(lines_NxW, prefix_len, filler) for a copy example whose A is a listing, as `ls -l` prints:
+    2..12 lines of [prefix (1..8 tokens), name (1..3), newline], each prefix column shared by every line with
     probability 3/4 (mode, owner, date) or drawn per line (size). Where the prefix is shared, the
     token before a name says nothing about which name follows: copying the right one takes knowing
     which line this is, from the line so far or the previous line's name, not one-token induction."""
@@ -217,7 +227,17 @@ def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int) 
     for _ in range(n_lines):
         prefix = np.where(shared_columns, shared_prefix, rng.choice(token_ids, prefix_len))
         lines.append(np.concatenate([prefix, rng.choice(token_ids, name_len), newline]))
-    return np.concatenate(lines), filler
+    return np.stack(lines), prefix_len, filler
+
+
+def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int) -> np.ndarray:
+    """A run of whole lines, as `head`, `tail` or `ls -l` of one directory repeat a listing (half the
+    time), or the names of a run of lines, one a line, as plain `ls` prints what `ls -l` listed. A
+    run opens at any line and ends at any later one. Writing the names column takes finding where
+    the last name written stood and skipping the next line's prefix."""
+    start = int(rng.integers(0, len(lines_NxW)))
+    run_RxW = lines_NxW[start:int(rng.integers(start + 1, len(lines_NxW) + 1))]
+    return (run_RxW if rng.random() < 0.5 else run_RxW[:, prefix_len:]).ravel()
 
 
 def copy_token_ids(tokenizer: tokenizer_lib.Tokenizer) -> np.ndarray:
@@ -289,7 +309,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     get_state/set_state). `shard` = (process_index, process_count) overrides jax's. Optional
     config.data fields: packing_bins (64), num_threads (2, reader threads per process),
     copy_fraction (0.0: the fraction of records that are synthetic copy examples), copy_lines_fraction
-    (0.0: the fraction of those that are listings)."""
+    (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
+    listings followed by a selection from them)."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
@@ -304,10 +325,13 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         lines_fraction = float(_field(config, "copy_lines_fraction", 0.0))
         if not 0.0 <= lines_fraction <= 1.0:
             raise ValueError(f"data.copy_lines_fraction must be in [0, 1], got {lines_fraction}")
+        select_fraction = float(_field(config, "copy_select_fraction", 0.0))
+        if not 0.0 <= select_fraction <= 1.0:
+            raise ValueError(f"data.copy_select_fraction must be in [0, 1], got {select_fraction}")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
-            CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction))
+            CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))

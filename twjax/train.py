@@ -308,7 +308,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         with sharding.activation_sharding(mesh):
             probe = induction.copy_probes(nnx.merge(graphdef, state["params"]), tokenizer)
         return {"eval/copy_accuracy": probe["accuracy"], "eval/line_copy_shared": probe["line_names"]["shared_prefix"],
-                "eval/line_copy_unique": probe["line_names"]["unique_prefix"]}
+                "eval/line_copy_unique": probe["line_names"]["unique_prefix"],
+                "eval/line_copy_names_column": probe["line_names"]["names_column"]}
 
     def evaluate(step: int) -> float:
         sums = zero_sums()
@@ -321,7 +322,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                  f"terminal {values.get('eval/loss_terminal', float('nan')):.4f}), "
                  f"copy probe {values.get('eval/copy_accuracy', float('nan')):.3f}, lines "
                  f"{values.get('eval/line_copy_shared', float('nan')):.3f} shared / "
-                 f"{values.get('eval/line_copy_unique', float('nan')):.3f} unique prefix")
+                 f"{values.get('eval/line_copy_unique', float('nan')):.3f} unique prefix / "
+                 f"{values.get('eval/line_copy_names_column', float('nan')):.3f} names column")
         return values["eval/loss"]
 
     def checkpoint(step: int) -> None:

@@ -39,13 +39,16 @@ def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
     return {"accuracy": hits / float(weights_BxT.sum()), "examples": n_examples, "targets": int(weights_BxT.sum())}
 
 
-def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n_examples: int = 32,
-                       predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, names_only: bool = False,
+                       n_examples: int = 32, predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Copying lines, as a listing repeated later in a session: six lines of [prefix (6 tokens),
     name, newline], 10 filler tokens, the six lines again. Scored on the second copy's names only.
     With `shared_prefix` every line opens with the same prefix, as `ls -l` lines do: the token
     before each name is the same, so one-token induction is at chance among the six names (1/6)
-    and only a match on the line so far (or on the previous line) picks the right one."""
+    and only a match on the line so far (or on the previous line) picks the right one.
+    `names_only` repeats the names column instead, [name, newline] a line, as plain `ls` lists what
+    `ls -l` did, and scores the names after the first (which says where the column starts): the
+    token before each is a newline, so one-token induction repeats the name just written."""
     ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
     n_lines, prefix_len, line_len = 6, 6, 8
     rows, names = [], []
@@ -55,10 +58,15 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
         for _ in range(n_lines):
             prefix = shared if shared_prefix else rng.choice(ids, prefix_len)
             lines.append(np.concatenate([prefix, rng.choice(ids, 1), [newline]]))
-        listing = np.concatenate(lines)
-        rows.append(np.concatenate([listing, rng.choice(ids, 10), listing]).astype(np.int32))
-        second = len(listing) + 10
-        names.append([second + line * line_len + prefix_len for line in range(n_lines)])
+        listing_LxW = np.stack(lines)
+        second = len(lines) * line_len + 10
+        if names_only:
+            repeated = listing_LxW[:, prefix_len:].ravel()
+            names.append([second + line * 2 for line in range(1, n_lines)])
+        else:
+            repeated = listing_LxW.ravel()
+            names.append([second + line * line_len + prefix_len for line in range(n_lines)])
+        rows.append(np.concatenate([listing_LxW.ravel(), rng.choice(ids, 10), repeated]).astype(np.int32))
     tokens_BxT = np.stack(rows)
     predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
     hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos]
@@ -70,4 +78,5 @@ def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
     """copy_accuracy's result with the line-copy probe's accuracies under "line_names"."""
     return copy_accuracy(model, tok) | {"line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
-        "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"]}}
+        "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
+        "names_column": line_copy_accuracy(model, tok, shared_prefix=True, names_only=True)["accuracy"]}}

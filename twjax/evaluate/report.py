@@ -175,7 +175,8 @@ def main(args) -> int:
         probe = report["copy_probe"]
         print(f"copy probe (synthetic [A, B, A]): accuracy {probe['accuracy']:.3f}; names of repeated lines: "
               f"{probe['line_names']['shared_prefix']:.3f} after a shared prefix, "
-              f"{probe['line_names']['unique_prefix']:.3f} after unique ones", file=sys.stderr)
+              f"{probe['line_names']['unique_prefix']:.3f} after unique ones, "
+              f"{probe['line_names']['names_column']:.3f} as a names column", file=sys.stderr)
     print(f"wrote {out_dir / 'report.json'}, {len(pngs)} plots, TensorBoard events in {out_dir / 'tb'}",
           file=sys.stderr)
     if args.json:
