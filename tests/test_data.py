@@ -340,12 +340,15 @@ def test_selection_copy_examples_by_hand(setup):
         listing = whole_ids[head_len:]
         line_len = np.flatnonzero(listing == listing[-1])[0] + 1
         lines_NxW = listing.reshape(-1, line_len)
+        cue, second = second[0], second[1:]  # a cue says which kind of selection follows
         runs = {(a, b, w) for a in range(len(lines_NxW)) for b in range(a + 1, len(lines_NxW) + 1)
                 for w in {2, 3, 4, line_len} if w <= line_len
                 and np.array_equal(lines_NxW[a:b, line_len - w:].ravel(), second)}
         if any(w == line_len for _, _, w in runs):
+            assert cue == data.selection_cues(token_ids)[1]
             kinds["lines"] += 1
         else:
+            assert cue == data.selection_cues(token_ids)[0]
             assert runs, index  # the names (1-3 tokens) and newline of a run of lines
             kinds["names"] += 1
     assert kinds["lines"] > 15 and kinds["names"] > 15, kinds

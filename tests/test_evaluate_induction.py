@@ -63,7 +63,7 @@ def test_names_column_probe_defeats_one_token_induction(tok_and_model):
         """Knows the layout: after [name, newline] it writes the name of the listing's next line."""
         predicted = induction_oracle(inputs_BxT)
         for row, tokens in enumerate(inputs_BxT):
-            second = 6 * 8 + 10
+            second = 6 * 8 + 10 + 1  # after the names cue
             for line in range(1, 6):
                 predicted[row, second + line * 2 - 1] = tokens[line * 8 + 6]
         return predicted

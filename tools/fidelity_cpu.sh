@@ -9,9 +9,9 @@
 # 1,024-token mix from scratch it had not by step 400. observed-lines-smeared is that with half
 # the copy examples listings whose lines share their prefix (data.copy_lines_fraction, from a
 # 1,200-step warm-up with them), so that copying a listing's lines takes more than one-token
-# induction. observed-select-smeared is that, from the same warm-up, with half the listings
-# followed by a selection from them (data.copy_select_fraction: a run of lines, as head and tail
-# print, or the names of a run of lines, as plain ls prints). About 2 x 6 min of collection,
+# induction. observed-select-smeared is that with half the listings followed by a selection from
+# them (data.copy_select_fraction: a run of lines, as head and tail print, or the names of a run of
+# lines, as plain ls prints), from the listing warm-up continued 600 steps with selections. About 2 x 6 min of collection,
 # 6 x 35-65 min of training (by the VM's speed that day) and 6 x ~5 min of evaluation on 2 cores.
 # Name runs to train only those. Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -36,23 +36,28 @@ fi
 RUNS="$*"
 selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 
-warmup() {  # workdir stop-step extra-flags...: copy examples only, 32 x 128 tokens a step, smeared keys
-  local workdir=$1 stop_at=$2; shift 2
+warmup() {  # workdir steps stop-step extra-flags...: copy examples only, 32 x 128 tokens a step, smeared keys
+  local workdir=$1 steps=$2 stop_at=$3; shift 3
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
     "--config.data.train=data/observed/n96/train-*.jsonl" "--config.data.valid=data/observed/n96/valid-*.jsonl" \
     "--config.data.tokenizer=$data/tokenizer.model" --config.data.copy_fraction=0.99 \
     --config.data.batch_size=32 --config.data.seq_len=128 --config.model.max_len=128 \
-    --config.model.smeared_keys=True --config.train.steps=1200 --config.train.stop_at="$stop_at" "$@"
+    --config.model.smeared_keys=True --config.train.steps="$steps" --config.train.stop_at="$stop_at" "$@"
 }
 if selected observed-copy-smeared; then
-  warmup runs/fidelity/copy-warmup-smeared 320
+  warmup runs/fidelity/copy-warmup-smeared 1200 320
 fi
 if selected observed-lines-smeared || selected observed-select-smeared; then
-  warmup runs/fidelity/copy-warmup-lines 1200 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
+  warmup runs/fidelity/copy-warmup-lines 1200 1200 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
+fi
+if selected observed-select-smeared; then
+  warmup runs/fidelity/copy-warmup-select 600 600 --config.data.copy_lines_fraction=0.5 \
+    --config.data.copy_select_fraction=0.5 --config.train.eval_every=50 --config.train.init_from=runs/fidelity/copy-warmup-lines
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared --config.data.copy_lines_fraction=0.5 --config.train.init_from=runs/fidelity/copy-warmup-lines"
-select="$lines --config.data.copy_select_fraction=0.5"
+select="$smeared --config.data.copy_lines_fraction=0.5 --config.data.copy_select_fraction=0.5"
+select+=" --config.train.init_from=runs/fidelity/copy-warmup-select"
 smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
 
 for run in recorded:$data/n96: observed:data/observed/n96: \

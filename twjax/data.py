@@ -192,14 +192,14 @@ class CopyExample(grain.transforms.Map):
             copied = second = lines_NxW.ravel()
             select_rng = np.random.default_rng((self.seed, int(index), 2))
             if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
-                second = line_selection(select_rng, lines_NxW, prefix_len)
+                second = line_selection(select_rng, lines_NxW, prefix_len, selection_cues(self.token_ids))
         else:
             rng = np.random.default_rng((self.seed, int(index)))
             copied = second = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
             filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
         ids = np.concatenate([copied, filler, second]).astype(np.int32)
         weights = np.zeros(len(ids) - 1, np.float32)
-        weights[len(copied) + len(filler):] = 1.0  # targets of the second part but its first token
+        weights[len(copied) + len(filler):] = 1.0  # targets of the second part but its first token (a selection's cue)
         return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
                  "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
 
@@ -230,14 +230,26 @@ def line_listing(rng: np.random.Generator, token_ids: np.ndarray,
     return np.stack(lines), prefix_len, filler
 
 
-def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int) -> np.ndarray:
-    """A run of whole lines, as `head`, `tail` or `ls -l` of one directory repeat a listing (half the
-    time), or the names of a run of lines, one a line, as plain `ls` prints what `ls -l` listed. A
-    run opens at any line and ends at any later one. Writing the names column takes finding where
-    the last name written stood and skipping the next line's prefix."""
+def selection_cues(token_ids: np.ndarray) -> tuple[int, int]:
+    """(names cue, lines cue): the token that opens a selection and says which kind it is, as the
+    command does in a session (`ls` after `ls -l`; `head`). Without it, what follows a newline is
+    ambiguous (the next line's prefix, or its name), and in a 1,024-token run that ambiguity took
+    the shared-prefix line probe from 0.59 to 0.14 in 500 steps."""
+    return int(token_ids[0]), int(token_ids[1])
+
+
+def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int,
+                   cues: tuple[int, int]) -> np.ndarray:
+    """[cue, selection]: a run of whole lines, as `head`, `tail` or `ls -l` of one directory repeat a
+    listing (half the time), or the names of a run of lines, one a line, as plain `ls` prints what
+    `ls -l` listed. A run opens at any line and ends at any later one. Writing the names column
+    takes finding where the last name written stood and skipping the next line's prefix."""
     start = int(rng.integers(0, len(lines_NxW)))
     run_RxW = lines_NxW[start:int(rng.integers(start + 1, len(lines_NxW) + 1))]
-    return (run_RxW if rng.random() < 0.5 else run_RxW[:, prefix_len:]).ravel()
+    names_cue, lines_cue = cues
+    if rng.random() < 0.5:
+        return np.concatenate([[lines_cue], run_RxW.ravel()])
+    return np.concatenate([[names_cue], run_RxW[:, prefix_len:].ravel()])
 
 
 def copy_token_ids(tokenizer: tokenizer_lib.Tokenizer) -> np.ndarray:

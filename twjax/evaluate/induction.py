@@ -46,9 +46,9 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     With `shared_prefix` every line opens with the same prefix, as `ls -l` lines do: the token
     before each name is the same, so one-token induction is at chance among the six names (1/6)
     and only a match on the line so far (or on the previous line) picks the right one.
-    `names_only` repeats the names column instead, [name, newline] a line, as plain `ls` lists what
-    `ls -l` did, and scores the names after the first (which says where the column starts): the
-    token before each is a newline, so one-token induction repeats the name just written."""
+    `names_only` repeats the names column instead, opened by the names cue (data.selection_cues),
+    [name, newline] a line, as plain `ls` lists what `ls -l` did, and scores the names after the
+    first: the token before each is a newline, so one-token induction repeats the name just written."""
     ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
     n_lines, prefix_len, line_len = 6, 6, 8
     rows, names = [], []
@@ -61,8 +61,8 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
         listing_LxW = np.stack(lines)
         second = len(lines) * line_len + 10
         if names_only:
-            repeated = listing_LxW[:, prefix_len:].ravel()
-            names.append([second + line * 2 for line in range(1, n_lines)])
+            repeated = np.concatenate([[data.selection_cues(ids)[0]], listing_LxW[:, prefix_len:].ravel()])
+            names.append([second + 1 + line * 2 for line in range(1, n_lines)])
         else:
             repeated = listing_LxW.ravel()
             names.append([second + line * line_len + prefix_len for line in range(n_lines)])
