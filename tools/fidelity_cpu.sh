@@ -11,9 +11,10 @@
 # 1,200-step warm-up with them), so that copying a listing's lines takes more than one-token
 # induction. observed-select-smeared is that with half the listings followed by a selection from
 # them (data.copy_select_fraction: a run of lines, as head and tail print, or the names of a run of
-# lines, as plain ls prints), from the listing warm-up continued 600 steps with selections. About 2 x 6 min of collection,
-# 6 x 35-65 min of training (by the VM's speed that day) and 6 x ~5 min of evaluation on 2 cores.
-# Name runs to train only those. Re-running skips what is done and resumes the rest.
+# lines, as plain ls prints), from the listing warm-up continued 600 steps with selections. About
+# 2 x 6 min of collection, 6 x 35-65 min of training (by the VM's speed that day) and 6 x ~5 min
+# of evaluation on 2 cores. Name runs to train only those. Re-running skips what is done and
+# resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
 set -euo pipefail
@@ -47,17 +48,18 @@ warmup() {  # workdir steps stop-step extra-flags...: copy examples only, 32 x 1
 if selected observed-copy-smeared; then
   warmup runs/fidelity/copy-warmup-smeared 1200 320
 fi
+listings="--config.data.copy_lines_fraction=0.5"
+selections="$listings --config.data.copy_select_fraction=0.5"
 if selected observed-lines-smeared || selected observed-select-smeared; then
-  warmup runs/fidelity/copy-warmup-lines 1200 1200 --config.data.copy_lines_fraction=0.5 --config.train.eval_every=50
+  warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
 fi
 if selected observed-select-smeared; then
-  warmup runs/fidelity/copy-warmup-select 600 600 --config.data.copy_lines_fraction=0.5 \
-    --config.data.copy_select_fraction=0.5 --config.train.eval_every=50 --config.train.init_from=runs/fidelity/copy-warmup-lines
+  warmup runs/fidelity/copy-warmup-select 600 600 $selections --config.train.eval_every=50 \
+    --config.train.init_from=runs/fidelity/copy-warmup-lines
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
-lines="$smeared --config.data.copy_lines_fraction=0.5 --config.train.init_from=runs/fidelity/copy-warmup-lines"
-select="$smeared --config.data.copy_lines_fraction=0.5 --config.data.copy_select_fraction=0.5"
-select+=" --config.train.init_from=runs/fidelity/copy-warmup-select"
+lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
+select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
 smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
 
 for run in recorded:$data/n96: observed:data/observed/n96: \

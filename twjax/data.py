@@ -199,7 +199,7 @@ class CopyExample(grain.transforms.Map):
             filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
         ids = np.concatenate([copied, filler, second]).astype(np.int32)
         weights = np.zeros(len(ids) - 1, np.float32)
-        weights[len(copied) + len(filler):] = 1.0  # targets of the second part but its first token (a selection's cue)
+        weights[len(copied) + len(filler):] = 1.0  # the second part's targets but its first token (for a selection, its cue)
         return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
                  "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
 
@@ -210,8 +210,8 @@ LINES_MIN_SEQ_LEN = 64
 def line_listing(rng: np.random.Generator, token_ids: np.ndarray,
                  seq_len: int) -> tuple[np.ndarray, int, np.ndarray]:
     """(lines_NxW, prefix_len, filler) for a copy example whose A is a listing, as `ls -l` prints:
-    2..12 lines of [prefix (1..8 tokens), name (1..3), newline], each prefix column shared by every line with
-    probability 3/4 (mode, owner, date) or drawn per line (size). Where the prefix is shared, the
+    2..12 lines of [prefix (1..8 tokens), name (1..3), newline], each prefix column shared by every
+    line with probability 3/4 (mode, owner, date) or drawn per line (size). Where the prefix is shared, the
     token before a name says nothing about which name follows: copying the right one takes knowing
     which line this is, from the line so far or the previous line's name, not one-token induction."""
     filler = rng.choice(token_ids, rng.integers(0, min(32, seq_len // 8) + 1))
