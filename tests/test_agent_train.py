@@ -133,6 +133,19 @@ def test_summary_per_family():
     assert summary["all"]["pass@1_low"] <= summary["all"]["pass@1"] <= summary["all"]["pass@1_high"]
 
 
+def test_names_from_context_counts_names_the_agent_had_seen():
+    """A name counts as copied when the task text or an earlier turn of the session holds it; the
+    verifier's own turn is not the agent's."""
+    turns = [Turn("ls", "notes.txt\nrun.sh\n", 0, "/root/task"),
+             Turn("grep -v '^#' juniper.conf > active.conf", "", 0, "/root/task"),  # both in the task
+             Turn("cat notes.txt olive.log src/*.py", "", 1, "/root/task"),  # notes.txt from ls; olive.log from nowhere
+             Turn("test -s hidden.txt", "", 1, "/root/task", label="verify")]
+    episode = Episode("e", "Write the lines of juniper.conf that are not comments to active.conf.", turns)
+    assert agent_eval.names_from_context([episode]) == {"names": 4, "from_context": 0.75}
+    assert agent_eval.FILE_NAME.findall("echo 3.5 ./run.sh a.tar.gz x.1 *.py") == ["run.sh", "a.tar.gz"]
+    assert agent_eval.names_from_context([Episode("f", "t", [Turn("ls", "", 0, "/")])])["from_context"] is None
+
+
 def test_rl_checkpoint_loads_for_inference(tmp_path):
     """The RL agent is saved where rollout, eval and C's rounds load any trained model from."""
     from sample_episodes import make_episodes
@@ -217,6 +230,9 @@ def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
         assert row["greedy"] == np.mean([e.extra["passed"] for e in greedy])
         assert all(e.extra["judge"] == judge and e.extra["family"] == "files_dirs" for e in sampled + greedy)
         assert all(e.extra["tokens"] <= (160 if judge == "learned" else 192) for e in sampled + greedy)
+        for attempts, key in ((sampled, "names_from_context"), (greedy, "names_from_context_greedy")):
+            expected = agent_eval.names_from_context(attempts)["from_context"]
+            assert out[f"{key}/{judge}/in_distribution"] == expected
     assert out["sim_to_real_gap_greedy/in_distribution"] == pytest.approx(
         out["learned/in_distribution"]["all"]["greedy"] - out["real/in_distribution"]["all"]["greedy"])
     agent_eval.report(agent, tok, ["files_dirs"], [], episodes_dir=tmp_path / "again", **common)

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 
 import jax
 import numpy as np
@@ -34,6 +35,9 @@ from twjax.tasks import registry
 
 EVAL_SEED_OFFSET = 10_000_000  # eval tasks: seeds no training config draws
 MAX_PROMPT_LEN = 128
+# A file name as commands write it: a word, a dot, an extension that starts with a letter
+# (data.csv, todo.py; not 3.5, not the *.py of a glob).
+FILE_NAME = re.compile(r"(?<![\w.*-])\w[\w-]*(?:\.[\w-]+)*\.[A-Za-z]\w*")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -100,6 +104,23 @@ def attempt_episodes(tok, state, attempts, judge: str) -> list[Episode]:
     for episode, task in zip(episodes, attempts):
         episode.extra.update(family=task.family, task_id=task.id)
     return episodes
+
+
+def names_from_context(episodes: list[Episode]) -> dict[str, float]:
+    """How often the file names in the agent's commands were in front of it: in the task text or
+    an earlier turn (command or output) of its session. An agent that copies names scores near 1;
+    one that writes names memorised from training scores low. -> {"names", "from_context"}
+    (None without any name: metrics.json stays strict JSON)."""
+    names = found = 0
+    for episode in episodes:
+        seen = episode.task
+        for turn in episode.turns:
+            if turn.label != "verify":
+                command_names = FILE_NAME.findall(turn.command)
+                names += len(command_names)
+                found += sum(name in seen for name in command_names)
+            seen += "\n" + turn.command + "\n" + turn.output
+    return {"names": names, "from_context": found / names if names else None}
 
 
 def with_verdicts(episodes: list[Episode], passed) -> list[Episode]:
@@ -187,11 +208,13 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
             results, episodes = run(samples, judge_config)
             summary = summarize(results, ks)
             write_episodes(episodes_dir, f"{judge}-{split}-sampled.jsonl", episodes)
+            out[f"names_from_context/{judge}/{split}"] = names_from_context(episodes)["from_context"]
             if greedy:
                 results, episodes = run(1, greedy_config(judge_config))
                 for family, row in summarize(results, (1,), metric="greedy").items():
                     summary[family].update(row)
                 write_episodes(episodes_dir, f"{judge}-{split}-greedy.jsonl", episodes)
+                out[f"names_from_context_greedy/{judge}/{split}"] = names_from_context(episodes)["from_context"]
             out[f"{judge}/{split}"] = summary
         if terminal is not None:
             for metric in ("pass@1", "greedy") if greedy else ("pass@1",):
