@@ -1,0 +1,40 @@
+"""Does an agent that can copy pass more tasks? Regime A of the CPU three-way ablation (the 1.3M
+agent, 500 updates on data/ablation/n384), three ways, 3 seeds each:
+
+  default                               as in the ablation grid
+  smeared_keys=True                     smeared keys (model.smeared_keys), from scratch
+  smeared_keys=True, init_from=WARMUP   smeared keys, weights from a copy warm-up, where induction
+                                        has formed (600 steps of 99% synthetic copy examples)
+
+The ablation's agents write file names memorised from training instead of the task's (README);
+names_from_context (agent_eval) measures that: the fraction of the file names in the agent's
+commands that its task or an earlier turn held. `bash tools/agent_copy_cpu.sh` makes the data, the
+warm-up and runs this grid (~5 min a trial on 2 cores).
+"""
+import pathlib
+
+from twjax import configlib
+
+ABLATION = pathlib.Path(__file__).resolve().parent / "three_way_ablation.py"
+WARMUP = "runs/agentcopy/warmup"  # tools/agent_copy_cpu.sh trains it
+SEEDS = [0, 1, 2]
+
+
+def get_config(arg=None):
+    config = configlib.load(f"{ABLATION}:cpu")
+    config.agent.update(regime="A", shared_sft="", terminal="")  # no learned terminal: real judge only
+    config.summary_metrics = (
+        "eval/real/in_distribution/all/greedy", "eval/real/in_distribution/all/pass@1",
+        "eval/real/in_distribution/all/pass@2", "eval/real/held_out_families/all/greedy",
+        "eval/names_from_context_greedy/real/in_distribution", "eval/names_from_context/real/in_distribution",
+        "eval/names_from_context_greedy/real/held_out_families")
+    return config
+
+
+def get_sweep(arg=None):
+    points = []
+    for seed in SEEDS:
+        points.append({"train.seed": seed})
+        points.append({"model.smeared_keys": True, "train.seed": seed})
+        points.append({"model.smeared_keys": True, "train.init_from": WARMUP, "train.seed": seed})
+    return points
