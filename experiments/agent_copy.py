@@ -32,9 +32,12 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
+    """A seed sets the data order as well as the initial weights: train.seed alone would leave the
+    warm-started arm, whose weights come from WARMUP, the same run three times."""
     points = []
     for seed in SEEDS:
-        points.append({"train.seed": seed})
-        points.append({"model.smeared_keys": True, "train.seed": seed})
-        points.append({"model.smeared_keys": True, "train.init_from": WARMUP, "train.seed": seed})
+        seeds = {"train.seed": seed, "data.seed": seed}
+        points.append(dict(seeds))
+        points.append({"model.smeared_keys": True, **seeds})
+        points.append({"model.smeared_keys": True, "train.init_from": WARMUP, **seeds})
     return points

@@ -357,8 +357,9 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert any("data.lambda_obs" in t.overrides for t in experiment.trials)
         assert any("agent.lambda_env" in t.overrides for t in experiment.trials)
     if name == "agent_copy":  # three arms of regime A, each on the same three seeds
-        arms = {tuple(sorted(k for k in t.overrides if k != "train.seed")) for t in experiment.trials}
+        arms = {tuple(sorted(k for k in t.overrides if not k.endswith(".seed"))) for t in experiment.trials}
         assert len(arms) == 3 and {t.overrides["train.seed"] for t in experiment.trials} == {0, 1, 2}
+        assert all(t.overrides["data.seed"] == t.overrides["train.seed"] for t in experiment.trials)
     if name == "exposure_bias":
         assert experiment.after and experiment.after[0].startswith("evaluate --workdir {workdir}")
 
