@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from twjax import checkpoint_io, grounded, rollout, rollout_episodes
-from twjax.episode import Episode, write_jsonl
+from twjax.episode import SIDE_PROBE_LABELS, Episode, write_jsonl
 from twjax import model as model_lib
 from twjax.harness.pool import Pool
 from twjax.harness.shell import SandboxError
@@ -106,7 +106,7 @@ def attempt_episodes(tok, state, attempts, judge: str) -> list[Episode]:
     return episodes
 
 
-def names_from_context(episodes: list[Episode]) -> dict[str, float]:
+def names_from_context(episodes: list[Episode]) -> dict[str, int | float | None]:
     """How often the file names in the agent's commands were in front of it: in the task text or
     an earlier turn (command or output) of its session. An agent that copies names scores near 1;
     one that writes names memorised from training scores low. -> {"names", "from_context"}
@@ -115,7 +115,7 @@ def names_from_context(episodes: list[Episode]) -> dict[str, float]:
     for episode in episodes:
         seen = episode.task
         for turn in episode.turns:
-            if turn.label != "verify":
+            if turn.label not in SIDE_PROBE_LABELS:
                 command_names = FILE_NAME.findall(turn.command)
                 names += len(command_names)
                 found += sum(name in seen for name in command_names)
