@@ -104,6 +104,31 @@ def test_chunked_causal_attention_equals_one_chunk():
     np.testing.assert_allclose(chunked, whole, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("smeared_keys", [False, True], ids=["plain", "smeared_keys"])
+def test_fused_attention_equals_chunked_in_value_and_gradient(smeared_keys):
+    # jax.nn.dot_product_attention (implementation "xla" here; "cudnn" takes the same arguments on a
+    # GPU) against the chunked matmuls: packed segments, a padding tail, grouped KV heads.
+    tokens = random_tokens((2, 21), seed=7)
+    segments = jnp.array([[1] * 10 + [2] * 9 + [0] * 2, [1] * 21])
+    positions = jnp.array([list(range(10)) + list(range(9)) + [0, 0], list(range(21))])
+    weights = jax.random.normal(jax.random.key(3), (2, 21, CONFIG.vocab_size))
+
+    def loss_and_grads(attention):
+        config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, attention=attention, attention_chunk=8,
+                                                    smeared_keys=smeared_keys)
+        model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+        loss = lambda m: jnp.sum(m(tokens, positions, segments) * weights)
+        return nnx.jit(nnx.value_and_grad(loss))(model)
+
+    chunked_loss, chunked_grads = loss_and_grads("chunked")
+    fused_loss, fused_grads = loss_and_grads("xla")
+    np.testing.assert_allclose(fused_loss, chunked_loss, rtol=1e-5)
+    for fused, chunked in zip(jax.tree.leaves(fused_grads), jax.tree.leaves(chunked_grads)):
+        np.testing.assert_allclose(fused, chunked, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="attention"):
+        model_lib.ModelConfig.from_mapping(CONFIG.__dict__, attention="flash")
+
+
 def test_bfloat16_compute_gives_float32_logits():
     config = model_lib.ModelConfig.from_mapping(dict(CONFIG.__dict__, dtype="bfloat16", unknown_key=1))
     model = model_lib.Transformer(config, rngs=nnx.Rngs(0))

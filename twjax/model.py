@@ -37,6 +37,7 @@ from flax import nnx, struct
 from twjax import sharding
 
 NEG_INF = -1e30
+ATTENTION_IMPLEMENTATIONS = ("chunked", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ModelConfig:
     max_len: int
     rope_theta: float = 10_000.0
     attention_chunk: int = 128  # training attention in query chunks of this length (0: one chunk)
+    # Training attention: "chunked" (this module's matmuls, above) or jax.nn.dot_product_attention
+    # with implementation "xla" or "cudnn" (fused flash attention on NVIDIA GPUs, bfloat16 only).
+    attention: str = "chunked"
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU)
     smeared_keys: bool = False  # each key mixes in the previous token's key (learned, per KV head)
 
@@ -62,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
         if self.vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"unknown attention {self.attention!r}; use {', '.join(ATTENTION_IMPLEMENTATIONS)}")
 
     @property
     def head_dim(self) -> int:
@@ -173,9 +179,24 @@ class Attention(nnx.Module):
         scores_BxKxGxTxS = scores_BxKxMxS.reshape(b, kv, g, t, s) + bias_BxTxS[:, None, None]
         probs_BxKxMxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(dtype).reshape(b, kv, g * t, s)
         out_BxKxMxH = jnp.einsum("bkms,bksh->bkmh", probs_BxKxMxS, v_BxKxSxH.astype(dtype))
-        out_MxNH = out_BxKxMxH.reshape(b, n, t, h).transpose(0, 2, 1, 3).reshape(b * t, n * h)
-        wo_NHxD = self.wo_NxHxD[...].astype(dtype).reshape(n * h, -1)
-        return (out_MxNH @ wo_NHxD).reshape(b, t, -1)
+        return self.output(out_BxKxMxH.reshape(b, n, t, h).transpose(0, 2, 1, 3))
+
+    def attend_fused(self, q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, mask_Bx1xTxT, implementation: str) -> jax.Array:
+        """Causal attention within `mask_Bx1xTxT` through jax.nn.dot_product_attention, which
+        never materialises the scores with implementation="cudnn" (flash attention: the [T, T]
+        score traffic of the chunked path is what bounds a long-sequence step on a GPU)."""
+        def token_major(x_BxNxTxH):
+            return x_BxNxTxH.transpose(0, 2, 1, 3)
+
+        out_BxTxNxH = jax.nn.dot_product_attention(
+            token_major(q_BxNxTxH), token_major(k_BxKxTxH), token_major(v_BxKxTxH), mask=mask_Bx1xTxT,
+            is_causal=True, implementation=implementation)
+        return self.output(out_BxTxNxH)
+
+    def output(self, out_BxTxNxH: jax.Array) -> jax.Array:
+        b, t, n, h = out_BxTxNxH.shape
+        wo_NHxD = self.wo_NxHxD[...].astype(out_BxTxNxH.dtype).reshape(n * h, -1)
+        return (out_BxTxNxH.reshape(b * t, n * h) @ wo_NHxD).reshape(b, t, -1)
 
 
 class MLP(nnx.Module):
@@ -284,6 +305,9 @@ class Transformer(nnx.Module):
         chunk = self.config.attention_chunk or t
 
         def attend_causal(q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, block):
+            if self.config.attention != "chunked":
+                return block.attn.attend_fused(q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, mask_BxTxT[:, None],
+                                               self.config.attention)
             # The queries of chunk [start, stop) see no key at or past `stop`: those scores (up to
             # half of T x T) are never computed.
             kt_BxKxHxT = k_BxKxTxH.transpose(0, 1, 3, 2)
