@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict(dict(
         vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-        d_ff=d_ff, max_len=seq_len, rope_theta=10_000.0, attention_chunk=128, attention="chunked", dtype=dtype,
+        d_ff=d_ff, max_len=seq_len, rope_theta=10_000.0, attention_chunk=128, attention="auto", dtype=dtype,
         smeared_keys=False))
 
     config.data = ml_collections.ConfigDict(dict(

@@ -127,6 +127,9 @@ def test_fused_attention_equals_chunked_in_value_and_gradient(smeared_keys):
         np.testing.assert_allclose(fused, chunked, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="attention"):
         model_lib.ModelConfig.from_mapping(CONFIG.__dict__, attention="flash")
+    # cuDNN's fused attention needs a GPU and 16-bit operands.
+    bfloat16 = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, dtype="bfloat16")
+    assert bfloat16.attention == "auto" and bfloat16.attention_implementation == "chunked"
 
 
 def test_bfloat16_compute_gives_float32_logits():
