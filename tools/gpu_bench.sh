@@ -10,6 +10,7 @@ set -uo pipefail
 out=${1:?usage: tools/gpu_bench.sh OUTDIR}
 mkdir -p "$out"
 if [ -d .whl ]; then
+  rm -rf /tmp/twjax-site
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/twjax-site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/twjax-site
 fi
