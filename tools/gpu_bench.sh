@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of the README in one call (about 6 min on one H200): tests/test_gpu.py (the
 # fused attention against the chunked one in bfloat16), `twjax bench train` on the base100m preset with
-# each attention, and `twjax bench rollout --sim-only` on the tiny preset in bfloat16 at growing
-# batches. OUTDIR gets results.jsonl (one line a benchmark), failures.txt, the GPU and the test
+# each attention, and `twjax bench rollout --sim-only` on the tiny preset in bfloat16 at batches of
+# 4k to 128k sessions. OUTDIR gets results.jsonl (one line a benchmark), failures.txt, the GPU and the test
 # output; a table of the results is printed last.
 #   bash tools/gpu_bench.sh OUTDIR
 # On a machine without twjax's packages, put their wheels in .whl/ (README "Benchmarks on a GPU").
@@ -42,10 +42,11 @@ train=(bench train --config configs/terminal.py:base100m --steps 10 --warmup 2 -
 rollout=(bench rollout --config configs/terminal.py:tiny --config.model.dtype=bfloat16 --sim-only --repeats 3)
 bench train_cudnn_b64 200 "${train[@]}" --config.model.attention=cudnn
 bench rollout_b16384 120 "${rollout[@]}" --batch 16384
-bench train_chunked_b16 200 "${train[@]}" --config.data.batch_size=16
+bench train_chunked_b16 200 "${train[@]}" --config.data.batch_size=16 --config.model.attention=chunked
 bench train_cudnn_b16 150 "${train[@]}" --config.data.batch_size=16 --config.model.attention=cudnn
 bench rollout_b65536 120 "${rollout[@]}" --batch 65536
 bench rollout_b4096 120 "${rollout[@]}" --batch 4096
+bench rollout_b131072 150 "${rollout[@]}" --batch 131072
 
 python3 - "$out/results.jsonl" <<'EOF'
 import json, sys
