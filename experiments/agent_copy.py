@@ -1,15 +1,18 @@
 """Does an agent that can copy pass more tasks? Regime A of the CPU three-way ablation (the 1.3M
-agent, 500 updates on data/ablation/n384), three ways, 3 seeds each:
+agent, 500 updates on data/ablation/n384), three ways, and regime B two ways, 3 seeds each:
 
   default                               as in the ablation grid
   smeared_keys=True                     smeared keys (model.smeared_keys), from scratch
   smeared_keys=True, init_from=WARMUP   smeared keys, weights from a copy warm-up, where induction
                                         has formed (600 steps of 99% synthetic copy examples)
+  regime=B, lambda_obs=0.5              B as in the ablation grid: the terminal's tokens in the loss
+  regime=B, ..., init_from=WARMUP       B with smeared keys from the warm-up: does learning the
+                                        terminal's outputs keep the copying that A's updates lose?
 
 The ablation's agents write file names memorised from training instead of the task's (README);
 names_from_context (agent_eval) measures that: the fraction of the file names in the agent's
 commands that its task or an earlier turn held. `bash tools/agent_copy_cpu.sh` makes the data, the
-warm-up and runs this grid (~5 min a trial on 2 cores).
+warm-up and runs this grid (~5 min a trial on 2 cores; B's trials take longer).
 """
 import pathlib
 
@@ -40,4 +43,8 @@ def get_sweep(arg=None):
         points.append(dict(seeds))
         points.append({"model.smeared_keys": True, **seeds})
         points.append({"model.smeared_keys": True, "train.init_from": WARMUP, **seeds})
+    for seed in SEEDS:
+        full = {"agent.regime": "B", "data.lambda_obs": 0.5, "train.seed": seed, "data.seed": seed}
+        points.append(full)
+        points.append({**full, "model.smeared_keys": True, "train.init_from": WARMUP})
     return points
