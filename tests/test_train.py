@@ -219,8 +219,10 @@ def test_resume_check_accepts_a_field_added_since_the_run_started_while_it_is_of
     shutil.copytree(runs["killed"], workdir)
     saved = json.loads((workdir / "config.json").read_text())
     del saved["model"]["smeared_keys"]  # as written before the field existed
+    del saved["model"]["attention"]  # a kernel choice: resumable whatever its value
     (workdir / "config.json").write_text(json.dumps(saved))
     checkpoint_io.check_resumable(workdir, train.resolve_config(tiny_config(dataset)))
+    checkpoint_io.check_resumable(workdir, train.resolve_config(tiny_config(dataset, **{"model.attention": "xla"})))
     with pytest.raises(ValueError, match=r"model.smeared_keys: None -> True"):
         checkpoint_io.check_resumable(workdir, train.resolve_config(tiny_config(dataset, **{"model.smeared_keys": True})))
 

@@ -61,11 +61,12 @@ def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict) ->
         shutil.copyfile(config.data.tokenizer, tokenizer_copy)
 
 
-# Fields a resumed run may change: how long it runs, how it reports, and how its arrays are laid
-# out. Every other field (model, data, optimizer, seeds) defines the run that wrote the checkpoints.
+# Fields a resumed run may change: how long it runs, how it reports, how its arrays are laid out,
+# and which kernel computes its attention (the same function; a GPU run may resume on a CPU).
+# Every other field (model, data, optimizer, seeds) defines the run that wrote the checkpoints.
 RESUMABLE_CHANGES = ("train.steps", "train.stop_at", "train.log_every", "train.eval_every", "train.eval_batches",
                      "train.ckpt_every", "train.keep_ckpts", "train.progress", "train.compilation_cache",
-                     "train.distributed", "data.valid", "mesh.data", "mesh.fsdp", "mesh.tensor")
+                     "train.distributed", "data.valid", "mesh.data", "mesh.fsdp", "mesh.tensor", "model.attention")
 
 
 def check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
