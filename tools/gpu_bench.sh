@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of the README in one call (about 9 min on one H200): tests/test_gpu.py (the
+# The GPU measurements of the README in one call (about 8 min on one H200): tests/test_gpu.py (the
 # fused attention against the chunked one in bfloat16), `twjax bench train` on the base100m preset with
 # each attention, and `twjax bench rollout --sim-only` on the tiny preset in bfloat16 at batches of
 # 4k to 128k sessions. OUTDIR gets results.jsonl (one line a benchmark), failures.txt, the GPU and the test
