@@ -45,6 +45,16 @@ def test_bench_rollout_sim_only_times_the_compiled_loop_alone(capsys):
     assert "real_turns_per_s" not in result and "python_loop_turns_per_s" not in result
 
 
+def test_bench_rollout_without_a_real_terminal_still_compares_with_python(capsys):
+    assert cli.main(["bench", "rollout", "--json", "--no-real", "--batch", "4", "--turns", "2", "--command-tokens",
+                     "3", "--output-tokens", "4", "--repeats", "1", "--python-sessions", "1", "--vocab-size", "128",
+                     *TOY_MODEL]) == 0
+    result = last_json(capsys)
+    assert "real_turns_per_s" not in result and "ratio_vs_real" not in result
+    assert result["ratio_vs_python"] == pytest.approx(
+        result["sim_turns_per_s"] / result["python_loop_turns_per_s"], rel=0.02)
+
+
 @pytest.mark.parametrize("step", ["train", "rollout"])
 def test_bench_ops_attributes_step_time_to_compiled_operations(step, capsys):
     assert cli.main(["bench", "ops", "--step", step, "--json", "--steps", "2", "--batch", "4", "--turns", "2",

@@ -46,12 +46,17 @@ bench train_chunked_b16 200 "${train[@]}" --config.data.batch_size=16 --config.m
 bench train_cudnn_b16 150 "${train[@]}" --config.data.batch_size=16 --config.model.attention=cudnn
 bench rollout_b65536 120 "${rollout[@]}" --batch 65536
 bench rollout_b4096 120 "${rollout[@]}" --batch 4096
-bench rollout_b131072 150 "${rollout[@]}" --batch 131072
+# The largest batch with the per-token Python loop beside it (no sandbox backend on such a machine),
+# then where a loop step's time goes.
+bench rollout_b131072 200 bench rollout --config configs/terminal.py:tiny --config.model.dtype=bfloat16 --repeats 3 \
+  --no-real --python-sessions 2 --batch 131072
+bench ops_rollout_b65536 200 bench ops --step rollout --config configs/terminal.py:tiny --config.model.dtype=bfloat16 \
+  --batch 65536
 
 python3 - "$out/results.jsonl" <<'EOF'
 import json, sys
-keys = ("batch", "dtype", "params", "tokens_per_s", "mfu", "step_s", "peak_flops_per_s",
-        "sim_turns_per_s", "sim_tokens_per_s", "decode_fraction_of_peak")
+keys = ("batch", "dtype", "params", "tokens_per_s", "mfu", "step_s", "peak_flops_per_s", "sim_turns_per_s",
+        "sim_tokens_per_s", "decode_fraction_of_peak", "ratio_vs_python", "wall_ms_per_step", "by_primitive")
 for line in open(sys.argv[1]):
     result = json.loads(line)
     print(result["name"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k in keys})
