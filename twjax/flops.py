@@ -12,6 +12,7 @@ The peak is measured, not taken from a datasheet: one large jitted matmul per de
 CPU, bfloat16 on TPU/GPU), timed in the calling process, so MFU compares with what this machine,
 under its current load, actually delivers.
 """
+import math
 import time
 
 import jax
@@ -77,6 +78,8 @@ def measure_peak_flops(size: int = 4096, dtype=None, repeats: int = 3, min_secon
     chain = 1
     seconds = best_seconds(chain)
     while seconds < min_seconds and chain < 1024:
-        chain *= 2
+        # Straight to the power of two the last timing predicts, not one doubling (one compile) at
+        # a time; dispatch inflates short timings, so the prediction may fall short and go again.
+        chain = min(1024, chain * 2 ** math.ceil(math.log2(min_seconds / seconds)))
         seconds = best_seconds(chain)
     return chain * 2.0 * size ** 3 * len(devices) / seconds
