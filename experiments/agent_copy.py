@@ -12,7 +12,7 @@ agent, 500 updates on data/ablation/n384), three ways, and regime B two ways, 3 
 The ablation's agents write file names memorised from training instead of the task's (README);
 names_from_context (agent_eval) measures that: the fraction of the file names in the agent's
 commands that its task or an earlier turn held. `bash tools/agent_copy_cpu.sh` makes the data, the
-warm-up and runs this grid (~5 min a trial on 2 cores; B's trials take longer).
+warm-up and runs this grid (4-8 min a trial on 2 cores, B's as A's).
 """
 import pathlib
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # experiments/agent_copy.py end to end: the ablation's data (bash tools/ablation_cpu.sh data, ~25
 # min on 2 cores), the copy warm-up its third arm starts from (600 steps of 32 x 128 tokens, 99%
-# synthetic copy examples, with the agent's shape and smeared keys, ~12 min), then the grid (9
-# trials, ~5 min each): runs/sweeps/agent_copy/results.md. Re-running skips what is done.
+# synthetic copy examples, with the agent's shape and smeared keys, ~12 min), then the grid (15
+# trials, ~4-8 min each): runs/sweeps/agent_copy/results.md. Re-running skips what is done.
 #   bash tools/agent_copy_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

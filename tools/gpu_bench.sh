@@ -39,7 +39,8 @@ TWJAX_TEST_ACCELERATOR=1 JAX_PLATFORMS=cuda timeout 150 python3 -m pytest -q -s 
 
 # Most wanted first, in case the call runs out of time.
 train=(bench train --config configs/terminal.py:base100m --steps 10 --warmup 2 --peak-size 8192)
-rollout=(bench rollout --config configs/terminal.py:tiny --config.model.dtype=bfloat16 --sim-only --repeats 3)
+tiny_bf16=(--config configs/terminal.py:tiny --config.model.dtype=bfloat16)
+rollout=(bench rollout "${tiny_bf16[@]}" --sim-only --repeats 3)
 bench train_cudnn_b64 200 "${train[@]}" --config.model.attention=cudnn
 bench rollout_b16384 120 "${rollout[@]}" --batch 16384
 bench train_chunked_b16 200 "${train[@]}" --config.data.batch_size=16 --config.model.attention=chunked
@@ -48,10 +49,8 @@ bench rollout_b65536 120 "${rollout[@]}" --batch 65536
 bench rollout_b4096 120 "${rollout[@]}" --batch 4096
 # The largest batch with the per-token Python loop beside it (no sandbox backend on such a machine),
 # then where a loop step's time goes.
-bench rollout_b131072 200 bench rollout --config configs/terminal.py:tiny --config.model.dtype=bfloat16 --repeats 3 \
-  --no-real --python-sessions 2 --batch 131072
-bench ops_rollout_b65536 200 bench ops --step rollout --config configs/terminal.py:tiny --config.model.dtype=bfloat16 \
-  --batch 65536
+bench rollout_b131072 200 bench rollout "${tiny_bf16[@]}" --repeats 3 --no-real --python-sessions 2 --batch 131072
+bench ops_rollout_b65536 200 bench ops --step rollout "${tiny_bf16[@]}" --batch 65536
 
 python3 - "$out/results.jsonl" <<'EOF'
 import json, sys
