@@ -61,6 +61,7 @@ def test_bench_ops_attributes_step_time_to_compiled_operations(step, capsys):
                      "--command-tokens", "3", "--output-tokens", "4", "--vocab-size", "128", *TOY_MODEL]) == 0
     result = last_json(capsys)
     assert result["steps"] >= 2 and result["op_ms_per_step"] > 0
+    assert result["timed_on"] == "host"  # a CPU has no device plane in the trace
     assert "dot_general" in result["by_primitive"]  # every step multiplies matrices
     assert sum(result["by_primitive"].values()) == pytest.approx(result["op_ms_per_step"], rel=0.01, abs=0.01)
     assert result["top"] and all(op["ms"] > 0 and op["shape"] for op in result["top"])

@@ -3,11 +3,14 @@
 # fused attention against the chunked one in bfloat16), `twjax bench train` on the base100m preset with
 # each attention, and `twjax bench rollout --sim-only` on the tiny preset in bfloat16 at batches of
 # 4k to 128k sessions. OUTDIR gets results.jsonl (one line a benchmark), failures.txt, the GPU and the test
-# output; a table of the results is printed last.
-#   bash tools/gpu_bench.sh OUTDIR
+# output; a table of the results is printed last. Names after OUTDIR run only those (test_gpu, and the
+# benchmarks' names below), for a short call that measures what changed.
+#   bash tools/gpu_bench.sh OUTDIR [NAME...]
 # On a machine without twjax's packages, put their wheels in .whl/ (README "Benchmarks on a GPU").
 set -uo pipefail
-out=${1:?usage: tools/gpu_bench.sh OUTDIR}
+out=${1:?usage: tools/gpu_bench.sh OUTDIR [NAME...]}
+only=" ${*:2} "
+wanted() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
 mkdir -p "$out"
 if [ -d .whl ]; then
   rm -rf /tmp/twjax-site
@@ -23,6 +26,7 @@ python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__versi
 logs=$(mktemp -d)
 bench() {
   local name=$1 limit=$2; shift 2
+  wanted "$name" || return 0
   echo "== $name: twjax $*"
   timeout "$limit" python3 -m twjax "$@" --json > "$logs/$name.out" 2> "$logs/$name.err"
   local rc=$?
@@ -34,8 +38,8 @@ bench() {
   fi
 }
 
-TWJAX_TEST_ACCELERATOR=1 JAX_PLATFORMS=cuda timeout 150 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py 2>&1 \
-  | tee "$out/test_gpu.txt"
+wanted test_gpu && TWJAX_TEST_ACCELERATOR=1 JAX_PLATFORMS=cuda timeout 150 \
+  python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
 
 # Most wanted first, in case the call runs out of time.
 train=(bench train --config configs/terminal.py:base100m --steps 10 --warmup 2 --peak-size 8192)
@@ -52,10 +56,10 @@ bench rollout_b4096 120 "${rollout[@]}" --batch 4096
 bench rollout_b131072 200 bench rollout "${tiny_bf16[@]}" --repeats 3 --no-real --python-sessions 2 --batch 131072
 bench ops_rollout_b65536 200 bench ops --step rollout "${tiny_bf16[@]}" --batch 65536
 
-python3 - "$out/results.jsonl" <<'EOF'
+[ -f "$out/results.jsonl" ] && python3 - "$out/results.jsonl" <<'EOF'
 import json, sys
 keys = ("batch", "dtype", "params", "tokens_per_s", "mfu", "step_s", "peak_flops_per_s", "sim_turns_per_s",
-        "sim_tokens_per_s", "decode_fraction_of_peak", "ratio_vs_python", "wall_ms_per_step", "by_primitive")
+        "sim_tokens_per_s", "decode_fraction_of_peak", "ratio_vs_python", "timed_on", "wall_ms_per_step", "by_primitive")
 for line in open(sys.argv[1]):
     result = json.loads(line)
     print(result["name"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k in keys})

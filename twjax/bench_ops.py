@@ -29,30 +29,37 @@ def instruction_info(hlo_text: str) -> dict[str, tuple[str, str]]:
     return {m.group(1): (m.group(2), m.group(3)) for m in map(INSTRUCTION.match, hlo_text.splitlines()) if m}
 
 
-def traced_op_ns(run, known: dict) -> collections.Counter:
-    """Nanoseconds per compiled instruction while `run()` executes under jax.profiler; events that
-    are not instructions of `known` (runtime bookkeeping, Python) are left out."""
+def traced_op_ns(run, known: dict) -> tuple[collections.Counter, str]:
+    """Nanoseconds per compiled instruction while `run()` executes under jax.profiler, and where
+    they were timed ("device" or "host"). An event is an instruction of `known` by its name or its
+    `hlo_op` stat (a GPU kernel is named after the kernel, not the instruction); other events
+    (runtime bookkeeping, Python) are left out. On an accelerator the host's events for an
+    instruction time its launch and the device's its run, so the device's are used when it has any."""
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             run()
         trace_file = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda p: p.stat().st_mtime)
         profile = jax.profiler.ProfileData.from_file(str(trace_file))
-    totals = collections.Counter()
+    totals = {"device": collections.Counter(), "host": collections.Counter()}
     for plane in profile.planes:
+        plane_totals = totals["device" if plane.name.startswith("/device:") else "host"]
         for line in plane.lines:
             for event in line.events:
-                if event.name in known:
-                    totals[event.name] += event.duration_ns
-    return totals
+                op = event.name if event.name in known else dict(event.stats).get("hlo_op")
+                if op in known:
+                    plane_totals[op] += event.duration_ns
+    timed_on = "device" if totals["device"] else "host"
+    return totals[timed_on], timed_on
 
 
-def summarize(totals: collections.Counter, known: dict, steps: int, wall_s: float, top: int) -> dict:
+def summarize(traced: tuple[collections.Counter, str], known: dict, steps: int, wall_s: float, top: int) -> dict:
+    totals, timed_on = traced
     ms = lambda ns: round(ns / steps / 1e6, 3)  # noqa: E731
     by_primitive = collections.Counter()
     for name, ns in totals.items():
         by_primitive[known[name][1].rsplit("/", 1)[-1]] += ns
     return {
-        "steps": steps, "wall_ms_per_step": round(wall_s / steps * 1e3, 2),
+        "steps": steps, "timed_on": timed_on, "wall_ms_per_step": round(wall_s / steps * 1e3, 2),
         "op_ms_per_step": ms(sum(totals.values())),
         "by_primitive": {primitive: ms(ns) for primitive, ns in by_primitive.most_common()},
         "top": [{"op": name, "ms": ms(ns), "shape": known[name][0], "from": known[name][1]}
@@ -75,9 +82,9 @@ def profile_train(config, steps: int, top: int) -> dict:
             jax.block_until_ready(metrics)
 
         started = time.perf_counter()
-        totals = traced_op_ns(run, known)
+        traced = traced_op_ns(run, known)
         wall_s = time.perf_counter() - started
-    return summarize(totals, known, steps, wall_s, top)
+    return summarize(traced, known, steps, wall_s, top)
 
 
 def profile_rollout(config, args, top: int) -> dict:
@@ -97,11 +104,11 @@ def profile_rollout(config, args, top: int) -> dict:
         state = jax.block_until_ready(rollout.run_loop(*models, state, key, **loop_args))
 
     started = time.perf_counter()
-    totals = traced_op_ns(run, known)
+    traced = traced_op_ns(run, known)
     wall_s = time.perf_counter() - started
     steps = int(np.asarray(state.step))
     return {"batch": args.batch, "cache_len": rollout_config.cache_len,
-            **summarize(totals, known, steps, wall_s, top)}
+            **summarize(traced, known, steps, wall_s, top)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
