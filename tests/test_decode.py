@@ -64,8 +64,8 @@ def test_stop_tokens_freeze_rows_and_inactive_rows_never_change(split_model):
     # The inactive row: nothing sampled, its cache exactly as prefilled.
     assert span.lengths_B[3] == 0 and (span.tokens_BxN[3] == -1).all()
     cache_before = jax.tree.map(np.asarray, prefilled(split_model, np.array((6, 3, 5, 1)))[1])
-    for got, want in zip(span.cache.keys_BxKxHxS + span.cache.values_BxKxSxH,
-                         cache_before.keys_BxKxHxS + cache_before.values_BxKxSxH):
+    for got, want in zip(span.cache.keys + span.cache.values_BxKxSxH,
+                         cache_before.keys + cache_before.values_BxKxSxH):
         np.testing.assert_array_equal(got[3], want[3])
     assert span.cache.end_B[3] == cache_before.end_B[3] == 0
 

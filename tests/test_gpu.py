@@ -1,5 +1,6 @@
 """GPU only (`TWJAX_TEST_ACCELERATOR=1 JAX_PLATFORMS=cuda pytest tests/test_gpu.py`, as
-tools/gpu_bench.sh runs it): cuDNN's fused attention computes what the chunked attention computes."""
+tools/gpu_bench.sh runs it): cuDNN's fused attention computes what the chunked attention computes,
+and decoding with either KV-cache key layout computes what the full forward pass does."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,3 +50,21 @@ def test_cudnn_attention_matches_a_float32_reference_as_closely_as_bfloat16_chun
     for cudnn, chunked, reference in zip(cudnn_grads, chunked_grads, reference_grads):
         chunked_error, cudnn_error = relative_error(chunked, reference), relative_error(cudnn, reference)
         assert cudnn_error < 2 * chunked_error + 1e-3, (cudnn_error, chunked_error)
+
+
+@pytest.mark.parametrize("key_layout", ["slot_major", "head_dim_major"])
+def test_decoding_with_either_key_layout_equals_the_full_forward_pass(key_layout):
+    config = model_lib.ModelConfig(**SHAPE)  # float32
+    model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+    forward_cached = nnx.jit(lambda m, tokens, valid, cache: m.forward_cached(tokens, valid, cache))
+    tokens = jax.random.randint(jax.random.key(3), (3, 40), 0, SHAPE["vocab_size"])
+    lengths = np.array([40, 17, 0])  # ragged rows; the last never gets a token
+    with jax.default_matmul_precision("highest"):
+        full = np.asarray(nnx.jit(lambda m, tokens: m(tokens))(model, tokens))
+        cache = model_lib.init_cache(config, 3, 64, key_layout=key_layout)
+        for t in range(40):
+            valid = (t < lengths)[:, None]
+            logits, cache = forward_cached(model, tokens[:, t:t + 1], valid, cache)
+            for row in np.flatnonzero(valid[:, 0]):
+                np.testing.assert_allclose(logits[row, 0], full[row, t], atol=1e-3, rtol=1e-3)
+    np.testing.assert_array_equal(cache.end_B, lengths)

@@ -31,18 +31,22 @@ def test_forward_shapes_and_dtype(model):
     assert np.isfinite(np.asarray(logits)).all()
 
 
-def test_token_by_token_decoding_equals_full_forward(model):
+@pytest.mark.parametrize("key_layout", ["head_dim_major", "slot_major"])
+def test_token_by_token_decoding_equals_full_forward(model, key_layout):
     tokens = random_tokens((3, 12))
     full = np.asarray(forward(model, tokens))
     lengths = np.array([12, 5, 0])  # ragged rows; the last row never gets a token
-    cache = model_lib.init_cache(model.config, 3, 16)
+    cache = model_lib.init_cache(model.config, 3, 16, key_layout=key_layout)
+    assert cache.keys[0].shape[2:] == {"head_dim_major": (8, 16), "slot_major": (16, 8)}[key_layout]
+    with pytest.raises(ValueError, match="unknown key layout"):
+        model_lib.init_cache(model.config, 3, 16, key_layout="head_major")
     for t in range(12):
         valid = (t < lengths)[:, None]
         logits, cache = forward_cached(model, tokens[:, t:t + 1], valid, cache)
         for row in np.flatnonzero(valid[:, 0]):
             np.testing.assert_allclose(logits[row, 0], full[row, t], atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(cache.end_B, lengths)
-    layers = cache.keys_BxKxHxS + cache.values_BxKxSxH + cache.last_keys_BxKxH
+    layers = cache.keys + cache.values_BxKxSxH + cache.last_keys_BxKxH
     assert not any(np.asarray(layer[2]).any() for layer in layers), "a row with no valid token changed"
 
 
@@ -65,8 +69,8 @@ def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
                 np.testing.assert_allclose(logits[row, :count[row]], full[row, done[row]:done[row] + count[row]],
                                            atol=1e-4, rtol=1e-4)
             else:
-                for got, want in zip(cache.keys_BxKxHxS + cache.values_BxKxSxH + cache.last_keys_BxKxH,
-                                     before.keys_BxKxHxS + before.values_BxKxSxH + before.last_keys_BxKxH):
+                for got, want in zip(cache.keys + cache.values_BxKxSxH + cache.last_keys_BxKxH,
+                                     before.keys + before.values_BxKxSxH + before.last_keys_BxKxH):
                     np.testing.assert_array_equal(got[row], want[row])
         done += count
     np.testing.assert_array_equal(cache.end_B, done)
@@ -76,7 +80,7 @@ def test_bfloat16_cache_stays_close(model):
     tokens = random_tokens((2, 6), seed=3)
     full = np.asarray(forward(model, tokens))
     cache = model_lib.init_cache(model.config, 2, 8, dtype="bfloat16")
-    assert {layer.dtype for layer in cache.keys_BxKxHxS + cache.values_BxKxSxH} == {jnp.dtype(jnp.bfloat16)}
+    assert {layer.dtype for layer in cache.keys + cache.values_BxKxSxH} == {jnp.dtype(jnp.bfloat16)}
     logits, _ = forward_cached(model, tokens, jnp.ones((2, 6), bool), cache)
     np.testing.assert_allclose(logits, full, atol=0.1)
 

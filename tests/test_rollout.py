@@ -1,5 +1,7 @@
 """The compiled agent ⇄ terminal loop, checked against the plain per-token loop."""
 import dataclasses
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +68,16 @@ def test_compiled_loop_equals_reference_loop_token_for_token(models, finished):
     np.testing.assert_array_equal(finished.roles_BxS, reference.roles_BxS)
     np.testing.assert_array_equal(finished.stop_B, reference.stop_B)
     assert not np.any(np.asarray(finished.stop_B) == rollout.RUNNING)
+
+
+def test_head_dim_major_keys_change_no_token(models, finished):
+    prompts_BxP, lengths_B = prompts(6)
+    head_dim_major = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS,
+                                     config=dataclasses.replace(CONFIG, key_layout="head_dim_major"))
+    assert head_dim_major.agent_cache.key_layout == "head_dim_major" == head_dim_major.terminal_cache.key_layout
+    assert finished.agent_cache.key_layout == "slot_major"
+    np.testing.assert_array_equal(head_dim_major.tokens_BxS, finished.tokens_BxS)
+    np.testing.assert_array_equal(head_dim_major.stop_B, finished.stop_B)
 
 
 def test_layout_of_every_row(finished):
@@ -151,8 +163,8 @@ def test_a_bfloat16_cache_keeps_the_loop_greedy_close_to_float32(models):
     full = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS, config=greedy)
     half = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS,
                            config=dataclasses.replace(greedy, cache_dtype="bfloat16"))
-    assert half.agent_cache.keys_BxKxHxS[0].dtype == jnp.bfloat16 == half.terminal_cache.values_BxKxSxH[-1].dtype
-    assert full.agent_cache.keys_BxKxHxS[0].dtype == jnp.float32
+    assert half.agent_cache.keys[0].dtype == jnp.bfloat16 == half.terminal_cache.values_BxKxSxH[-1].dtype
+    assert full.agent_cache.keys[0].dtype == jnp.float32
     assert not np.any(np.asarray(half.stop_B) == rollout.RUNNING)
     same = np.asarray(full.tokens_BxS) == np.asarray(half.tokens_BxS)
     assert same[:, :8].all() and same.mean() > 0.5

@@ -93,13 +93,15 @@ def test_optimizer_state_follows_parameter_shardings():
     assert specs[0].count.spec == P()
 
 
-def test_cache_shardings():
+@pytest.mark.parametrize("key_layout", ["head_dim_major", "slot_major"])
+def test_cache_shardings(key_layout):
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
     smeared = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=True)
-    cache = jax.eval_shape(lambda: model_lib.init_cache(smeared, 8, 16))
+    cache = jax.eval_shape(lambda: model_lib.init_cache(smeared, 8, 16, key_layout=key_layout))
     specs = sharding.cache_shardings(cache, mesh)
-    assert len(specs.keys_BxKxHxS) == len(specs.values_BxKxSxH) == len(specs.last_keys_BxKxH) == CONFIG.n_layers
-    assert {keys.spec for keys in specs.keys_BxKxHxS} == {P(("data", "fsdp"), "tensor", None, None)}
+    assert specs.key_layout == key_layout
+    assert len(specs.keys) == len(specs.values_BxKxSxH) == len(specs.last_keys_BxKxH) == CONFIG.n_layers
+    assert {keys.spec for keys in specs.keys} == {P(("data", "fsdp"), "tensor", None, None)}
     assert {values.spec for values in specs.values_BxKxSxH} == {P(("data", "fsdp"), "tensor", None, None)}
     assert {last.spec for last in specs.last_keys_BxKxH} == {P(("data", "fsdp"), "tensor", None)}
     assert specs.end_B.spec == P(("data", "fsdp"))

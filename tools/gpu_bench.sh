@@ -54,6 +54,8 @@ bench rollout_b4096 120 "${rollout[@]}" --batch 4096
 # The largest batch with the per-token Python loop beside it (no sandbox backend on such a machine),
 # then where a loop step's time goes.
 bench rollout_b131072 200 bench rollout "${tiny_bf16[@]}" --repeats 3 --no-real --python-sessions 2 --batch 131072
+# The same loop with the keys stored [head_dim, slots] (twjax.model's docstring).
+bench rollout_b131072_head_dim_major 200 "${rollout[@]}" --batch 131072 --key-layout head_dim_major
 # Without command buffers (CUDA graphs), which the profiler sees as one launch, not as its kernels.
 XLA_FLAGS=--xla_gpu_enable_command_buffer= bench ops_rollout_b65536 200 bench ops --step rollout "${tiny_bf16[@]}" --batch 65536
 

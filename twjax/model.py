@@ -12,20 +12,23 @@ Attention is segment-aware: in the training forward pass a token attends only to
 of its own segment (packed sequences; segment 0 is padding and attends only to padding), so a
 packed row computes exactly what its sequences would compute alone.
 
-KV cache layout (`KVCache`): one pair of arrays per layer, keys as [batch, kv_heads, head_dim,
-slots] and values as [batch, kv_heads, slots, head_dim], a per-row fill length `end_B`, and the
-key at slot s was computed at position s. A decode step reads, for each (row, KV head), one
-contiguous head_dim x slots slab of keys and one slots x head_dim slab of values, which all the
-query heads of that group consume in one small matmul each ([G, H] x [H, S], then [G, S] x [S, H]):
-GQA's saving in cache reads is real, not a strided gather. The layout is what XLA:CPU reads in
-place. With keys as [slots, head_dim] in one stacked [layers, ...] array per side, `twjax bench ops
---step rollout` showed every decode step copying each layer's slab out of the stack (a slice) and
-transposing its keys for the score matmul: 16 copies of 47 MB a step (both models, batch 1024);
-`twjax bench rollout --sim-only` ran 112.8 turns/s with it against 159.8 with this layout. The
-batch axis is outermost, so the cache shards over the mesh's batch axes like the activations;
-large-batch decoding (B >= 1024) does its weight matmuls as [B, D] x [D, F] (compute-bound). The
-cache dtype defaults to the compute dtype; `init_cache(..., dtype="bfloat16")` halves its memory
-on any backend.
+KV cache layout (`KVCache`): one pair of arrays per layer, keys and values alike as [batch,
+kv_heads, slots, head_dim] ("slot_major"), a per-row fill length `end_B`, and the key at slot s
+was computed at position s. A decode step writes one token of each row with a contiguous scatter
+and reads, for each (row, KV head), one contiguous slots x head_dim slab of each, which all the
+query heads of that group consume in one small matmul each ([G, H] x [S, H]^T, then [G, S] x
+[S, H]): GQA's saving in cache reads is real, not a strided gather. With both sides in one stacked
+[layers, ...] array, `twjax bench ops --step rollout` showed every decode step on the CPU copying
+each layer's slab out of the stack and transposing its keys: 16 copies of 47 MB a step (both
+models, batch 1024); one array pair per layer removed them (`twjax bench rollout --sim-only` 112.8
+-> 159.8 turns/s, keys then stored [head_dim, slots]). Keys stored [head_dim, slots]
+("head_dim_major", kept for comparison) cost a GPU a strided scatter per layer (0.295 ms at batch
+65,536 on an H200, profiled): the tiny rollout at batch 131,072 ran 130,926 turns/s slot-major
+against 100,961 (`tools/gpu_bench.sh`); on the CPU the two are within noise (165-170 against
+164-165 turns/s, `bench rollout --sim-only --key-layout ...`). The batch axis is outermost, so the
+cache shards over the mesh's batch axes like the activations; large-batch decoding (B >= 1024)
+does its weight matmuls as [B, D] x [D, F] (compute-bound). The cache dtype defaults to the
+compute dtype; `init_cache(..., dtype="bfloat16")` halves its memory on any backend.
 """
 import dataclasses
 from typing import Any
@@ -38,6 +41,7 @@ from twjax import sharding
 
 NEG_INF = -1e30
 ATTENTION_IMPLEMENTATIONS = ("auto", "chunked", "xla", "cudnn")
+KEY_LAYOUTS = ("slot_major", "head_dim_major")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,19 +175,20 @@ class Attention(nnx.Module):
             k = mix_1xKx1x1 * k + (1 - mix_1xKx1x1) * previous_fn(k)
         return rope(q, positions_BxT, theta), rope(k, positions_BxT, theta), v
 
-    def attend(self, q_BxNxTxH, kt_BxKxHxS, v_BxKxSxH, bias_BxTxS) -> jax.Array:
+    def attend(self, q_BxNxTxH, keys, v_BxKxSxH, bias_BxTxS, *, key_layout: str) -> jax.Array:
         """`bias_BxTxS` is 0 where a query may attend to a key and NEG_INF elsewhere.
 
-        Keys come transposed ([B, K, H, S]) and the query heads of a group are folded into the
-        query axis, so both products are plain [M, H] x [H, S] and [M, S] x [S, H] matmuls per
-        (row, KV head).
+        Keys come as [B, K, H, S] ("head_dim_major") or [B, K, S, H] ("slot_major"), and the query
+        heads of a group are folded into the query axis, so both products are plain [M, H] x [H, S]
+        and [M, S] x [S, H] matmuls per (row, KV head).
         """
         b, n, t, h = q_BxNxTxH.shape
-        kv, s = kt_BxKxHxS.shape[1], kt_BxKxHxS.shape[3]
+        kv, s = v_BxKxSxH.shape[1], v_BxKxSxH.shape[2]
         g = n // kv
         dtype = q_BxNxTxH.dtype
         q_BxKxMxH = q_BxNxTxH.reshape(b, kv, g * t, h) * jnp.asarray(h ** -0.5, dtype)
-        scores_BxKxMxS = jnp.einsum("bkmh,bkhs->bkms", q_BxKxMxH, kt_BxKxHxS.astype(dtype),
+        key_spec = {"head_dim_major": "bkhs", "slot_major": "bksh"}[key_layout]
+        scores_BxKxMxS = jnp.einsum(f"bkmh,{key_spec}->bkms", q_BxKxMxH, keys.astype(dtype),
                                     preferred_element_type=jnp.float32)
         scores_BxKxGxTxS = scores_BxKxMxS.reshape(b, kv, g, t, s) + bias_BxTxS[:, None, None]
         probs_BxKxMxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(dtype).reshape(b, kv, g * t, s)
@@ -248,32 +253,38 @@ class Block(nnx.Module):
 
 @struct.dataclass
 class KVCache:
-    keys_BxKxHxS: tuple[jax.Array, ...]  # one array per layer
+    keys: tuple[jax.Array, ...]  # one array per layer: [B, K, H, S] or [B, K, S, H], by key_layout
     values_BxKxSxH: tuple[jax.Array, ...]  # one array per layer
     end_B: jax.Array  # int32: slots filled per row; the next token of row b goes to slot end_B[b]
     # Smeared keys only (else empty): per layer, the newest token's key before smearing and RoPE.
     last_keys_BxKxH: tuple[jax.Array, ...] = ()
+    key_layout: str = struct.field(pytree_node=False, default="slot_major")
 
     @property
     def max_len(self) -> int:
         return self.values_BxKxSxH[0].shape[2]
 
 
-KEY_CACHE_AXES = ("batch", "kv_heads", "head_dim", "cache_length")
 VALUE_CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
+KEY_CACHE_AXES = {"head_dim_major": ("batch", "kv_heads", "head_dim", "cache_length"),
+                  "slot_major": VALUE_CACHE_AXES}
 LAST_KEY_AXES = ("batch", "kv_heads", "head_dim")
 
 
-def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> KVCache:
+def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None = None,
+               key_layout: str = "slot_major") -> KVCache:
     """An empty cache; `dtype` defaults to the compute dtype ("bfloat16" halves its memory)."""
+    if key_layout not in KEY_LAYOUTS:
+        raise ValueError(f"unknown key layout {key_layout!r}; choose one of {', '.join(KEY_LAYOUTS)}")
     cache_dtype = config.compute_dtype if dtype is None else resolve_dtype(dtype)
-    keys_shape = (batch, config.n_kv_heads, config.head_dim, max_len)
     values_shape = (batch, config.n_kv_heads, max_len, config.head_dim)
+    keys_shape = {"head_dim_major": (batch, config.n_kv_heads, config.head_dim, max_len),
+                  "slot_major": values_shape}[key_layout]
     last_keys = tuple(jnp.zeros((batch, config.n_kv_heads, config.head_dim), config.compute_dtype)
                       for _ in range(config.n_layers) if config.smeared_keys)
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
                    tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
-                   jnp.zeros((batch,), jnp.int32), last_keys)
+                   jnp.zeros((batch,), jnp.int32), last_keys, key_layout)
 
 
 class Transformer(nnx.Module):
@@ -323,7 +334,8 @@ class Transformer(nnx.Module):
             kt_BxKxHxT = k_BxKxTxH.transpose(0, 1, 3, 2)
             return jnp.concatenate([
                 block.attn.attend(q_BxNxTxH[:, :, start:start + chunk], kt_BxKxHxT[..., :start + chunk],
-                                  v_BxKxTxH[:, :, :start + chunk], bias_BxTxT[:, start:start + chunk, :start + chunk])
+                                  v_BxKxTxH[:, :, :start + chunk], bias_BxTxT[:, start:start + chunk, :start + chunk],
+                                  key_layout="head_dim_major")
                 for start in range(0, t, chunk)], axis=1)
 
         # The previous token's key, zero at each segment's first token (no key crosses episodes).
@@ -357,7 +369,8 @@ class Transformer(nnx.Module):
         rows_Bx1 = jnp.arange(b)[:, None]
         count_B = valid_BxT.sum(axis=1, dtype=jnp.int32)
 
-        keys, values, last_keys = list(cache.keys_BxKxHxS), list(cache.values_BxKxSxH), list(cache.last_keys_BxKxH)
+        keys, values, last_keys = list(cache.keys), list(cache.values_BxKxSxH), list(cache.last_keys_BxKxH)
+        slot_major = cache.key_layout == "slot_major"
         x = self.embed(tokens_BxT)
         for layer, block in enumerate(self.blocks):
             def previous(k_BxKxTxH, layer=layer):
@@ -370,14 +383,17 @@ class Transformer(nnx.Module):
 
             def attend(q, k_BxKxTxH, v_BxKxTxH, layer=layer, block=block):
                 # Indexed by (row, slot) with the head axes sliced, the update is laid out [B,T,K,H].
-                keys[layer] = keys[layer].at[rows_Bx1, :, :, write_slot_BxT].set(
-                    k_BxKxTxH.transpose(0, 2, 1, 3).astype(keys[layer].dtype), mode="drop")
-                values[layer] = values[layer].at[rows_Bx1, :, write_slot_BxT, :].set(
-                    v_BxKxTxH.transpose(0, 2, 1, 3).astype(values[layer].dtype), mode="drop")
-                return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS)
+                def write(cache_array, new_BxKxTxH, slot_major):
+                    at_slots = (rows_Bx1, slice(None), write_slot_BxT) if slot_major else \
+                        (rows_Bx1, slice(None), slice(None), write_slot_BxT)
+                    return cache_array.at[at_slots].set(
+                        new_BxKxTxH.transpose(0, 2, 1, 3).astype(cache_array.dtype), mode="drop")
+                keys[layer] = write(keys[layer], k_BxKxTxH, slot_major)
+                values[layer] = write(values[layer], v_BxKxTxH, True)
+                return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS, key_layout=cache.key_layout)
             x = block(x, positions_BxT, attend, previous)
         end_B = jnp.minimum(cache.end_B + count_B, slots)
-        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys))
+        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys), cache.key_layout)
 
 
 def param_count(state) -> int:

@@ -45,6 +45,7 @@ class RolloutConfig:
     cache_len: int = 1024
     reserve: int = 0  # context kept free at the end, for the verifier turn
     cache_dtype: str | None = None  # KV cache dtype; None: the models' compute dtype
+    key_layout: str = "slot_major"  # KV cache keys, twjax.model.KEY_LAYOUTS
     agent_sampling: Sampling = Sampling(temperature=1.0)
     terminal_sampling: Sampling = Sampling(temperature=0.0)
 
@@ -185,7 +186,7 @@ def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax
     valid_BxP = jnp.arange(prompt_len)[None, :] < (prompt_lengths_B - 1)[:, None]
 
     def empty_cache(model):
-        return model_lib.init_cache(model.config, batch, config.cache_len, config.cache_dtype)
+        return model_lib.init_cache(model.config, batch, config.cache_len, config.cache_dtype, config.key_layout)
 
     _, agent_cache = agent.forward_cached(prompts_BxP, valid_BxP, empty_cache(agent))
     terminal_cache = None

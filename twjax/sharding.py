@@ -126,10 +126,11 @@ def shard_batch(batch: dict, mesh: Mesh, rules=RULES) -> dict:
 def cache_shardings(cache: Any, mesh: Mesh, rules=RULES) -> Any:
     from twjax.model import KEY_CACHE_AXES, LAST_KEY_AXES, VALUE_CACHE_AXES
     return type(cache)(
-        tuple(array_sharding(KEY_CACHE_AXES, keys.shape, mesh, rules) for keys in cache.keys_BxKxHxS),
+        tuple(array_sharding(KEY_CACHE_AXES[cache.key_layout], keys.shape, mesh, rules) for keys in cache.keys),
         tuple(array_sharding(VALUE_CACHE_AXES, values.shape, mesh, rules) for values in cache.values_BxKxSxH),
         array_sharding(("batch",), cache.end_B.shape, mesh, rules),
-        tuple(array_sharding(LAST_KEY_AXES, last.shape, mesh, rules) for last in cache.last_keys_BxKxH))
+        tuple(array_sharding(LAST_KEY_AXES, last.shape, mesh, rules) for last in cache.last_keys_BxKxH),
+        cache.key_layout)
 
 
 def create_sharded(constructor, mesh: Mesh, rules=RULES):
