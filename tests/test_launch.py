@@ -344,7 +344,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("terminal_scaling", "cpu", "train", 4), ("terminal_scaling", "tpu", "train", 15),
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
     ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
-    ("agent_copy", "", "agent train", 15),
+    ("agent_copy", "", "agent train", 21),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -356,10 +356,13 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert regimes == {"UNTRAINED", "A", "B", "C", "RL", "EXPERT"} and len(seeds) >= 3
         assert any("data.lambda_obs" in t.overrides for t in experiment.trials)
         assert any("agent.lambda_env" in t.overrides for t in experiment.trials)
-    if name == "agent_copy":  # three arms of regime A and two of B, each on the same three seeds
-        arms = {tuple(sorted(k for k in t.overrides if not k.endswith(".seed"))) for t in experiment.trials}
-        assert len(arms) == 5 and {t.overrides["train.seed"] for t in experiment.trials} == {0, 1, 2}
-        assert {t.overrides.get("agent.regime", "A") for t in experiment.trials} == {"A", "B"}
+    if name == "agent_copy":  # three arms of regime A, two of B, one of C and RL, on the same three seeds
+        arms = {tuple(sorted(f"{k}={v}" for k, v in t.overrides.items() if not k.endswith(".seed")))
+                for t in experiment.trials}
+        assert len(arms) == 7 and {t.overrides["train.seed"] for t in experiment.trials} == {0, 1, 2}
+        assert {t.overrides.get("agent.regime", "A") for t in experiment.trials} == {"A", "B", "C", "RL"}
+        learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
+        assert all(t.overrides["agent.terminal"] and t.overrides["train.init_from"] for t in learned)
         assert all(t.overrides["data.seed"] == t.overrides["train.seed"] for t in experiment.trials)
     if name == "exposure_bias":
         assert experiment.after and experiment.after[0].startswith("evaluate --workdir {workdir}")

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# experiments/agent_copy.py end to end: the ablation's data (bash tools/ablation_cpu.sh data, ~25
-# min on 2 cores), the copy warm-up its third arm starts from (600 steps of 32 x 128 tokens, 99%
-# synthetic copy examples, with the agent's shape and smeared keys, ~12 min), then the grid (15
-# trials, ~4-8 min each): runs/sweeps/agent_copy/results.md. Re-running skips what is done.
+# experiments/agent_copy.py end to end: the ablation's data and learned terminal (bash
+# tools/ablation_cpu.sh terminal, ~25 + 7-14 min on 2 cores), the copy warm-up its warm-started
+# arms start from (600 steps of 32 x 128 tokens, 99% synthetic copy examples, with the agent's
+# shape and smeared keys, ~12 min), then the grid (21 trials, ~4-8 min each):
+# runs/sweeps/agent_copy/results.md. Re-running skips what is done.
 #   bash tools/agent_copy_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
 data=data/ablation
 root=runs/agentcopy
-bash tools/ablation_cpu.sh data
+bash tools/ablation_cpu.sh terminal
 
 if [ ! -e "$root/warmup/checkpoints/600" ]; then
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$root/warmup" \
