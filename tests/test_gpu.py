@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from decoding_check import assert_decoding_equals_full_forward
 from twjax import model as model_lib
 
 pytestmark = pytest.mark.gpu
@@ -56,15 +57,8 @@ def test_cudnn_attention_matches_a_float32_reference_as_closely_as_bfloat16_chun
 def test_decoding_with_either_key_layout_equals_the_full_forward_pass(key_layout):
     config = model_lib.ModelConfig(**SHAPE)  # float32
     model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
-    forward_cached = nnx.jit(lambda m, tokens, valid, cache: m.forward_cached(tokens, valid, cache))
     tokens = jax.random.randint(jax.random.key(3), (3, 40), 0, SHAPE["vocab_size"])
-    lengths = np.array([40, 17, 0])  # ragged rows; the last never gets a token
     with jax.default_matmul_precision("highest"):
-        full = np.asarray(nnx.jit(lambda m, tokens: m(tokens))(model, tokens))
         cache = model_lib.init_cache(config, 3, 64, key_layout=key_layout)
-        for t in range(40):
-            valid = (t < lengths)[:, None]
-            logits, cache = forward_cached(model, tokens[:, t:t + 1], valid, cache)
-            for row in np.flatnonzero(valid[:, 0]):
-                np.testing.assert_allclose(logits[row, 0], full[row, t], atol=1e-3, rtol=1e-3)
-    np.testing.assert_array_equal(cache.end_B, lengths)
+        # Ragged rows; the last never gets a token.
+        assert_decoding_equals_full_forward(model, tokens, np.array([40, 17, 0]), cache, tolerance=1e-3)

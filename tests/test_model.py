@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from decoding_check import assert_decoding_equals_full_forward
 from twjax import model as model_lib
 
 CONFIG = model_lib.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=64)
@@ -33,19 +34,13 @@ def test_forward_shapes_and_dtype(model):
 
 @pytest.mark.parametrize("key_layout", ["head_dim_major", "slot_major"])
 def test_token_by_token_decoding_equals_full_forward(model, key_layout):
-    tokens = random_tokens((3, 12))
-    full = np.asarray(forward(model, tokens))
-    lengths = np.array([12, 5, 0])  # ragged rows; the last row never gets a token
     cache = model_lib.init_cache(model.config, 3, 16, key_layout=key_layout)
     assert cache.keys[0].shape[2:] == {"head_dim_major": (8, 16), "slot_major": (16, 8)}[key_layout]
     with pytest.raises(ValueError, match="unknown key layout"):
         model_lib.init_cache(model.config, 3, 16, key_layout="head_major")
-    for t in range(12):
-        valid = (t < lengths)[:, None]
-        logits, cache = forward_cached(model, tokens[:, t:t + 1], valid, cache)
-        for row in np.flatnonzero(valid[:, 0]):
-            np.testing.assert_allclose(logits[row, 0], full[row, t], atol=1e-4, rtol=1e-4)
-    np.testing.assert_array_equal(cache.end_B, lengths)
+    # Ragged rows; the last row never gets a token.
+    cache = assert_decoding_equals_full_forward(model, random_tokens((3, 12)), np.array([12, 5, 0]), cache,
+                                                tolerance=1e-4)
     layers = cache.keys + cache.values_BxKxSxH + cache.last_keys_BxKxH
     assert not any(np.asarray(layer[2]).any() for layer in layers), "a row with no valid token changed"
 
