@@ -276,7 +276,9 @@ def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_
     private_c = agent_train.a_phase(config(), tmp_path / "private_c" / "sft", 4)
     private_a = agent_train.a_phase(config(), tmp_path / "private_a", 6)
     shared = config(f"agent.shared_sft={tmp_path / 'shared'}")
-    trial_c = agent_train.a_phase(shared, tmp_path / "c" / "sft", 4)
+    trial_c = agent_train.a_phase(config(f"agent.shared_sft={tmp_path / 'shared'}", "agent.regime=C"),
+                                  tmp_path / "c" / "sft", 4)
+    # A trial of another regime continues the run that C's trial started (its agent block differs).
     trial_a = agent_train.a_phase(shared, tmp_path / "a", 6)
     assert same(params(trial_c), params(private_c)) and same(params(trial_a), params(private_a))
     (run,) = (tmp_path / "shared").iterdir()

@@ -193,6 +193,10 @@ def shared_a_phase(config, workdir: pathlib.Path, stop: int) -> bool:
             if latest > branch:
                 return False
             run = a_run_config(config)
+            if latest:
+                # The agent block does not change A's run (a_run_key leaves it out): keep the one of
+                # the trial that started the run, or resuming it for another regime is refused.
+                run.agent = checkpoint_io.read_config(shared).agent
             run.train.update(stop_at=branch, ckpt_every=int(config.train.steps),
                              keep_ckpts=len(branch_steps(config)) + 1)
             train.train(run, shared)
