@@ -65,3 +65,20 @@ def test_bench_ops_attributes_step_time_to_compiled_operations(step, capsys):
     assert "dot_general" in result["by_primitive"]  # every step multiplies matrices
     assert sum(result["by_primitive"].values()) == pytest.approx(result["op_ms_per_step"], rel=0.01, abs=0.01)
     assert result["top"] and all(op["ms"] > 0 and op["shape"] for op in result["top"])
+
+
+def test_bench_ops_times_a_gpu_trace_on_the_device_by_each_kernels_instruction():
+    from types import SimpleNamespace as Fake
+    from twjax import bench_ops
+
+    def plane(name, *events):
+        events = [Fake(name=n, duration_ns=ns, stats=stats) for n, ns, stats in events]
+        return Fake(name=name, lines=[Fake(events=events)])
+    known = {"fusion.3": ("f32[8]", "jit(f)/mul"), "gemm.1": ("f32[8,8]", "jit(f)/dot_general")}
+    host = plane("/host:CPU", ("fusion.3", 50, []), ("gemm.1", 70, []), ("PjRt::Execute", 900, []))
+    device = plane("/device:GPU:0", ("loop_multiply_fusion", 400, [("hlo_op", "fusion.3")]),
+                   ("cutlass_gemm_kernel", 1000, [("hlo_op", "gemm.1")]), ("gemm_again", 500, [("hlo_op", "gemm.1")]),
+                   ("MemcpyD2D", 30, [("hlo_op", "copy.9")]))
+    # With a device plane, the kernels' run times (launches on the host are left out); without, the host's.
+    assert bench_ops.op_totals([host, device], known) == ({"fusion.3": 400, "gemm.1": 1500}, "device")
+    assert bench_ops.op_totals([host], known) == ({"fusion.3": 50, "gemm.1": 70}, "host")

@@ -31,17 +31,22 @@ def instruction_info(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 def traced_op_ns(run, known: dict) -> tuple[collections.Counter, str]:
     """Nanoseconds per compiled instruction while `run()` executes under jax.profiler, and where
-    they were timed ("device" or "host"). An event is an instruction of `known` by its name or its
-    `hlo_op` stat (a GPU kernel is named after the kernel, not the instruction); other events
-    (runtime bookkeeping, Python) are left out. On an accelerator the host's events for an
-    instruction time its launch and the device's its run, so the device's are used when it has any."""
+    they were timed ("device" or "host"): see op_totals."""
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             run()
         trace_file = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda p: p.stat().st_mtime)
         profile = jax.profiler.ProfileData.from_file(str(trace_file))
+    return op_totals(profile.planes, known)
+
+
+def op_totals(planes, known: dict) -> tuple[collections.Counter, str]:
+    """Sums a trace's events per instruction of `known`. An event is an instruction by its name or
+    its `hlo_op` stat (a GPU kernel is named after the kernel, not the instruction); other events
+    (runtime bookkeeping, Python) are left out. On an accelerator the host's events for an
+    instruction time its launch and the device's its run, so the device's are used when it has any."""
     totals = {"device": collections.Counter(), "host": collections.Counter()}
-    for plane in profile.planes:
+    for plane in planes:
         plane_totals = totals["device" if plane.name.startswith("/device:") else "host"]
         for line in plane.lines:
             for event in line.events:
