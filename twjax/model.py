@@ -369,8 +369,14 @@ class Transformer(nnx.Module):
         rows_Bx1 = jnp.arange(b)[:, None]
         count_B = valid_BxT.sum(axis=1, dtype=jnp.int32)
 
+        def write(cache_array, new_BxKxTxH, slot_major: bool):
+            # Indexed by (row, slot) with the head axes sliced, the update is laid out [B,T,K,H].
+            at_slots = ((rows_Bx1, slice(None), write_slot_BxT) if slot_major
+                        else (rows_Bx1, slice(None), slice(None), write_slot_BxT))
+            return cache_array.at[at_slots].set(new_BxKxTxH.transpose(0, 2, 1, 3).astype(cache_array.dtype),
+                                                mode="drop")
+
         keys, values, last_keys = list(cache.keys), list(cache.values_BxKxSxH), list(cache.last_keys_BxKxH)
-        slot_major = cache.key_layout == "slot_major"
         x = self.embed(tokens_BxT)
         for layer, block in enumerate(self.blocks):
             def previous(k_BxKxTxH, layer=layer):
@@ -382,13 +388,7 @@ class Transformer(nnx.Module):
                 return jnp.concatenate([first_BxKx1xH.astype(k_BxKxTxH.dtype), k_BxKxTxH[:, :, :-1]], axis=2)
 
             def attend(q, k_BxKxTxH, v_BxKxTxH, layer=layer, block=block):
-                # Indexed by (row, slot) with the head axes sliced, the update is laid out [B,T,K,H].
-                def write(cache_array, new_BxKxTxH, slot_major):
-                    at_slots = (rows_Bx1, slice(None), write_slot_BxT) if slot_major else \
-                        (rows_Bx1, slice(None), slice(None), write_slot_BxT)
-                    return cache_array.at[at_slots].set(
-                        new_BxKxTxH.transpose(0, 2, 1, 3).astype(cache_array.dtype), mode="drop")
-                keys[layer] = write(keys[layer], k_BxKxTxH, slot_major)
+                keys[layer] = write(keys[layer], k_BxKxTxH, cache.key_layout == "slot_major")
                 values[layer] = write(values[layer], v_BxKxTxH, True)
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS, key_layout=cache.key_layout)
             x = block(x, positions_BxT, attend, previous)
