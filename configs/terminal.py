@@ -87,6 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         seed=0,
         stop_at=0,                           # checkpoint and exit after this step (0 = train.steps): time slices
         init_from="",                        # a workdir or checkpoint step dir to start the weights from
+        init_state=False,                    # with init_from: its optimizer state and step too (its schedule
+                                             # continues, on this run's data, from the start of its order)
         distributed=False,                   # call jax.distributed.initialize() (multi-host)
         progress=True,                       # tqdm progress bar with ETA
         compilation_cache="~/.cache/twjax/xla",  # jax persistent compilation cache ("" = off)

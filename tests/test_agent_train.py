@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from twjax import agent_eval, agent_train, configlib, data, train
+from twjax import agent_eval, agent_train, configlib, data, metrics_log, train
 from twjax import model as model_lib
 from twjax.episode import Episode, Turn
 from twjax.tokenizer import ROLE_AGENT, ROLE_CONTROL, ROLE_TASK, ROLE_TERMINAL
@@ -250,12 +250,11 @@ def test_real_judge_keeps_the_agents_context_and_the_learned_judge_the_shorter_o
     assert [c.cache_len for c in agent_eval.judge_configs(with_len(384))] == [384, 384]
 
 
-def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_path, monkeypatch):
-    """C and RL start from A's run at their base step; trials sharing A's run (agent.shared_sft)
-    train it once and get exactly the parameters a private run reaches, and a shared run that went
-    past a step it did not keep makes the trial train privately."""
+def small_agent_config(tmp_path):
+    """-> config(*overrides): a 6-update agent run on 40 sample episodes (C: 1 round of 2 updates
+    from update 4; RL: 1 step from update 5)."""
     from sample_episodes import make_episodes
-    from twjax import checkpoint_io, tokenizer
+    from twjax import tokenizer
     from twjax.episode import write_jsonl
     write_jsonl(tmp_path / "train.jsonl", make_episodes(40, seed=1))
     write_jsonl(tmp_path / "valid.jsonl", make_episodes(8, seed=2))
@@ -263,11 +262,45 @@ def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_
     small = [f"data.train={tmp_path / 'train.jsonl'}", f"data.valid={tmp_path / 'valid.jsonl'}",
              f"data.tokenizer={tmp_path / 'tok.model'}", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
              "model.n_kv_heads=1", "model.d_ff=64", "model.max_len=64", "data.seq_len=64", "data.batch_size=4",
-             "train.steps=6", "train.eval_batches=1", f"train.compilation_cache={tmp_path / 'xla'}",
-             "agent.rounds=1", "agent.round_steps=2", "agent.rl_steps=1"]
+             "train.steps=6", "train.log_every=1", "optim.warmup_steps=2", "train.eval_batches=1",
+             f"train.compilation_cache={tmp_path / 'xla'}", "agent.rounds=1", "agent.round_steps=2", "agent.rl_steps=1"]
 
     def config(*extra):
         return agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", small + list(extra)))
+    return config
+
+
+def test_regime_c_rounds_continue_a_run_on_the_imagined_data(tmp_path, monkeypatch):
+    """A round is A's run continued (its optimizer state and learning rate at each update), on the
+    original data plus the sessions the round kept."""
+    import json
+    from sample_episodes import make_episodes
+    config = small_agent_config(tmp_path)
+    kept = make_episodes(3, seed=9)
+    monkeypatch.setattr(agent_train, "imagine_round", lambda config, agent_dir, k: (kept, {"kept": len(kept)}))
+    private_a = agent_train.a_phase(config(), tmp_path / "a", 6)
+    log = metrics_log.MetricsLog(tmp_path / "c" / "agent", 6, 0, progress=False)
+    final = agent_train.regime_c(config("agent.regime=C"), tmp_path / "c", log)
+    assert final == tmp_path / "c" / "round-1" and agent_train.has_checkpoint(final, 6)
+    imagined = tmp_path / "c" / "imagined" / "round-1.jsonl"
+    assert len(imagined.read_text().splitlines()) == 3
+    run = json.loads((final / "config.json").read_text())
+    assert run["data"]["train"] == f"{tmp_path / 'train.jsonl'},{imagined}" and run["train"]["init_state"]
+
+    def rates(workdir):
+        rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["train/learning_rate"] for r in rows if "train/learning_rate" in r}
+    assert sorted(rates(final)) == [5, 6]
+    assert rates(final) == {step: rates(private_a)[step] for step in (5, 6)}
+    assert rates(final)[5] > 0  # mid-schedule, not a fresh warmup's first step
+
+
+def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_path, monkeypatch):
+    """C and RL start from A's run at their base step; trials sharing A's run (agent.shared_sft)
+    train it once and get exactly the parameters a private run reaches, and a shared run that went
+    past a step it did not keep makes the trial train privately."""
+    from twjax import checkpoint_io
+    config = small_agent_config(tmp_path)
 
     def params(workdir):
         return nnx.split(checkpoint_io.load_for_inference(workdir)[2])[1]

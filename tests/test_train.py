@@ -24,7 +24,7 @@ import pytest
 from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache
 
-from twjax import checkpoint_io, configlib, episode, sharding, tokenizer, train
+from twjax import checkpoint_io, configlib, episode, optim, sharding, tokenizer, train
 from tb_events import read_events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -238,20 +238,54 @@ def test_resume_check_names_a_moved_tokenizer_when_the_workdir_lost_its_copy(dat
         checkpoint_io.check_resumable(workdir, config)
 
 
-def test_init_from_starts_from_the_other_runs_weights(dataset, runs):
-    config = train.resolve_config(tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"])}))
-    mesh = sharding.make_mesh(config.mesh)
-    from twjax import optim
+def initial_state(config):
+    """train.init_state's state for a resolved config (on the config's mesh)."""
     tx = optim.make_optimizer(config.optim, config.train.steps)
-    graphdef, abstract_params = checkpoint_io.abstract_model(config)
+    _, abstract_params = checkpoint_io.abstract_model(config)
     abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
                       "step": jax.ShapeDtypeStruct((), jnp.int32)}
-    shardings = sharding.shardings(abstract_state, mesh)
-    state = train.init_state(config, graphdef, tx, shardings, shardings["params"])
-    _, _, trained = checkpoint_io.load_for_inference(runs["straight_dir"])
-    assert int(state["step"]) == 0
-    for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(nnx.state(trained))):
+    return train.init_state(config, tx, sharding.shardings(abstract_state, sharding.make_mesh(config.mesh)))
+
+
+def assert_same_params(params, workdir):
+    _, _, trained = checkpoint_io.load_for_inference(workdir)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(nnx.state(trained))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_from_starts_from_the_other_runs_weights(dataset, runs):
+    state = initial_state(train.resolve_config(tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"])})))
+    assert int(state["step"]) == 0
+    assert_same_params(state["params"], runs["straight_dir"])
+
+
+def learning_rates(workdir: pathlib.Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["train/learning_rate"] for row in rows if "train/learning_rate" in row}
+
+
+def test_init_state_continues_the_other_runs_optimizer_and_schedule(dataset, runs, tmp_path):
+    end = runs["end"]
+    config = train.resolve_config(tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"]),
+                                                          "train.init_state": True, "train.stop_at": end + 2}))
+    state = initial_state(config)
+    assert_same_params(state["params"], runs["straight_dir"])
+    adam = state["opt_state"][1][0]  # chain(clip, adamw): adamw's scale_by_adam state
+    assert int(state["step"]) == int(adam.count) == end
+    assert float(jnp.abs(jax.tree.leaves(adam.mu)[0]).max()) > 0  # a fresh optimizer's moments are zero
+
+    result = train.train(config, tmp_path / "continued")
+    assert (result.start_step, result.end_step) == (end, end + 2)
+    schedule = optim.learning_rate_schedule(config.optim, config.train.steps)
+    rates = learning_rates(tmp_path / "continued")
+    assert rates == pytest.approx({step: float(schedule(step - 1)) for step in (end + 1, end + 2)})
+
+
+def test_init_state_from_a_finished_run_is_refused(dataset, runs, tmp_path):
+    config = tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"]), "train.init_state": True,
+                                     "train.steps": runs["end"]})
+    with pytest.raises(ValueError, match="nothing would be trained"):
+        train.train(config, tmp_path / "w")
 
 
 def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path, monkeypatch):

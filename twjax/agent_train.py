@@ -9,9 +9,10 @@ Regimes (same architecture; the same number of optimizer updates, train.steps, i
       the agent out on fresh tasks inside the learned terminal (agent.terminal), keep the sessions
       the learned verifier passes (a fraction re-checked by replay in real sandboxes; a failed
       re-check drops the session, and a re-check precision under min_recheck_precision drops the
-      unchecked ones), write them to W/imagined/round-K.jsonl, and SFT (regime "agent") on the
-      original data plus every imagined file so far, round_steps updates from the previous round
-      (W/round-K)
+      unchecked ones), write them to W/imagined/round-K.jsonl, and continue A's run round_steps
+      updates (its optimizer state and learning-rate schedule; train.init_state) on the original
+      data plus every imagined file so far (W/round-K): with nothing imagined, C differs from A only
+      in the order of its last rounds·round_steps batches
   RL  A's run through update train.steps - rl_steps (W/sft), then rl_steps GRPO updates (twjax.rl) in the
       learned terminal, groups of group_size attempts per task, a real_fraction of the groups rolled
       out in real sandboxes with the real verifier as reward                  -> W/rl
@@ -108,18 +109,13 @@ def draw_tasks(config, count: int, stream: int):
             for i in range(count)]
 
 
-def phase_config(config, regime: str, steps: int, train_paths: str | None = None,
-                 init_from: str = "") -> ml_collections.ConfigDict:
-    """The trainer's config for one SFT phase: `steps` updates of data.regime `regime`."""
+def phase_config(config, regime: str, steps: int) -> ml_collections.ConfigDict:
+    """The trainer's config for one SFT run: `steps` updates of data.regime `regime`."""
     run = ml_collections.ConfigDict(config.to_dict())
     run.data.regime = regime
     run.train.steps = steps
     run.train.eval_every = min(run.train.eval_every, steps)
     run.train.ckpt_every = min(run.train.ckpt_every, steps)
-    if train_paths:
-        run.data.train = train_paths
-    if init_from:
-        run.train.init_from = init_from
     return run
 
 
@@ -127,12 +123,11 @@ def has_checkpoint(workdir: pathlib.Path, step: int) -> bool:
     return (workdir / "checkpoints" / str(step) / checkpoint_io.STATE).is_dir()
 
 
-def sft(config, workdir: pathlib.Path, regime: str, steps: int, train_paths: str | None = None,
-        init_from: str = "") -> pathlib.Path:
-    """The trainer, unchanged, on a copy of the config; a phase already trained to `steps` is
-    kept (a rerun of agent train resumes at the first unfinished phase)."""
+def sft(config, workdir: pathlib.Path, regime: str, steps: int) -> pathlib.Path:
+    """The trainer, unchanged, on a copy of the config; a run already trained to `steps` is
+    kept (a rerun of agent train does not train it again)."""
     if not has_checkpoint(workdir, steps):
-        train.train(phase_config(config, regime, steps, train_paths, init_from), workdir)
+        train.train(phase_config(config, regime, steps), workdir)
     return workdir
 
 
@@ -264,7 +259,8 @@ def imagine_round(config, agent_dir, round_index: int):
 
 def regime_c(config, workdir: pathlib.Path, log) -> pathlib.Path:
     rounds, round_steps = int(config.agent.rounds), int(config.agent.round_steps)
-    agent_dir = a_phase(config, workdir / "sft", base_steps(config, rounds * round_steps))
+    base = base_steps(config, rounds * round_steps)
+    agent_dir = a_phase(config, workdir / "sft", base)
     imagined = []
     for k in range(1, rounds + 1):
         path = workdir / "imagined" / f"round-{k}.jsonl"
@@ -276,9 +272,20 @@ def regime_c(config, workdir: pathlib.Path, log) -> pathlib.Path:
             log.scalars(k, {f"imagine/{name}": float(value) for name, value in summary.items()})
         if path.stat().st_size:
             imagined.append(str(path))
-        agent_dir = sft(config, workdir / f"round-{k}", "agent", round_steps,
-                        train_paths=",".join([config.data.train, *imagined]), init_from=str(agent_dir))
+        agent_dir = continue_a_run(config, workdir / f"round-{k}", agent_dir, stop=base + k * round_steps,
+                                   train_paths=",".join([config.data.train, *imagined]))
     return agent_dir
+
+
+def continue_a_run(config, workdir: pathlib.Path, previous: pathlib.Path, stop: int, train_paths: str) -> pathlib.Path:
+    """A's run continued from `previous`'s train state through update `stop` on other data, so a
+    round changes what C learns from, not how (the same optimizer and learning rate as A)."""
+    if not has_checkpoint(workdir, stop):
+        run = a_run_config(config)
+        run.data.train = train_paths
+        run.train.update(init_from=str(previous), init_state=True, stop_at=stop)
+        train.train(run, workdir)
+    return workdir
 
 
 # ---------------------------------------------------------------------------- regime RL

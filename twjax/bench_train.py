@@ -41,7 +41,7 @@ def build_step(config, schedule_steps: int):
                       "step": jax.ShapeDtypeStruct((), jnp.int32)}
     state_shardings = sharding.shardings(abstract_state, mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    state = train.init_state(config, graphdef, tx, state_shardings, state_shardings["params"])
+    state = train.init_state(config, tx, state_shardings)
     step_fn = jax.jit(train.make_train_step(graphdef, tx, schedule, state_shardings["params"]),
                       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated),
                       donate_argnums=(0,))

@@ -174,14 +174,18 @@ def state_directory(path: str | pathlib.Path, step: int | None = None) -> pathli
     return checkpoints / str(step) / STATE
 
 
-def restore_params(path: str | pathlib.Path, abstract_params, step: int | None = None):
-    """Only the parameters of a checkpoint (no optimizer state), placed as `abstract_params` says."""
-    target = {"params": abstract_params}
+def restore_parts(path: str | pathlib.Path, target: dict, step: int | None = None) -> dict:
+    """The parts of a checkpoint's state that `target` names ("params"; "opt_state" and "step"
+    too), placed as its arrays say; the data iterator is not read."""
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(state_directory(path, step), args=ocp.args.PyTreeRestore(
+        return checkpointer.restore(state_directory(path, step), args=ocp.args.PyTreeRestore(
             item=target, restore_args=restore_args, partial_restore=True))
-    return restored["params"]
+
+
+def restore_params(path: str | pathlib.Path, abstract_params, step: int | None = None):
+    """Only the parameters of a checkpoint (no optimizer state), placed as `abstract_params` says."""
+    return restore_parts(path, {"params": abstract_params}, step)["params"]
 
 
 def load_for_inference(workdir: str | pathlib.Path, step: int | None = None, mesh=None):

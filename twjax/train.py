@@ -224,13 +224,23 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-def init_state(config, graphdef, tx, state_shardings, param_shardings):
-    """Fresh parameters (or train.init_from's), fresh optimizer state, step 0 — born sharded."""
+def init_state(config, tx, state_shardings):
+    """Fresh parameters (or train.init_from's), fresh optimizer state, step 0 — born sharded; with
+    train.init_state, init_from's whole train state (parameters, optimizer state, step)."""
     cfg = checkpoint_io.model_config(config)
+    abstract_params = checkpoint_io.abstract_model(config)[1]
+    if config.train.init_from and config.train.init_state:
+        abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
+                          "step": jax.ShapeDtypeStruct((), jnp.int32)}
+        state = checkpoint_io.restore_parts(config.train.init_from,
+                                            checkpoint_io.placed(abstract_state, state_shardings))
+        if int(state["step"]) >= config.train.steps:
+            raise ValueError(f"{config.train.init_from} is at step {int(state['step'])}, "
+                             f"not before train.steps {config.train.steps}: nothing would be trained")
+        return state
     if config.train.init_from:
-        abstract_params = checkpoint_io.abstract_model(config)[1]
         params = checkpoint_io.restore_params(config.train.init_from,
-                                              checkpoint_io.placed(abstract_params, param_shardings))
+                                              checkpoint_io.placed(abstract_params, state_shardings["params"]))
         make = lambda params: {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
         return jax.jit(make, out_shardings=state_shardings)(params)
 
@@ -276,7 +286,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                                             train_iterator)
         tokens_seen = meta["tokens_seen"]
     else:
-        state = init_state(config, graphdef, tx, state_shardings, param_shardings)
+        state = init_state(config, tx, state_shardings)
         tokens_seen = 0
     start_step = int(state["step"])
 
