@@ -77,14 +77,16 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    """agent train maps A to data.regime "agent" and B to "full" itself; lambda_obs only matters in B."""
+    """agent train maps A to data.regime "agent" and B to "full" itself; lambda_obs only matters in B.
+    A seed sets the data order as well as the initial weights, so the intervals over seeds hold both
+    sources of a run's variance."""
     name = variant(arg)
     largest = EPISODES_PER_FAMILY[name][-1]
     points = []
     for seed in SEEDS:
         points.append({"agent.regime": "UNTRAINED", "data.train": train_glob(largest), "train.seed": seed})
         for n in EPISODES_PER_FAMILY[name]:
-            common = {"data.train": train_glob(n), "train.seed": seed}
+            common = {"data.train": train_glob(n), "train.seed": seed, "data.seed": seed}
             points.append({"agent.regime": "A", **common})
             for lambda_obs in LAMBDA_OBS[name]:
                 points.append({"agent.regime": "B", "data.lambda_obs": lambda_obs, **common})
