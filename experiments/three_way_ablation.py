@@ -13,7 +13,7 @@ seed) and the ceiling (EXPERT: the tasks' expert solutions). Every trial is `twj
 tasks in real sandboxes (W/metrics.json, the hparams table, and the sweep's results.md / .json /
 .png: mean and 95% CI over seeds).
 cpu: `bash tools/ablation_cpu.sh` makes the data, the tokenizer and the learned terminal
-(runs/ablation/terminal), then runs this grid (36 minutes on 2 cores on 2026-12-01; about 66 on
+(runs/ablation/terminal), then runs this grid (36-37 minutes on 2 cores on 2026-12-01 and 12-04; about 66 on
 the slower VM of that morning).
 tpu: set agent.terminal to the workdir of a trained learned terminal (e.g. the best point of
 terminal_scaling) sharing data/ablation/tokenizer.model; data:
