@@ -28,14 +28,16 @@ collect() {  # out extra-flags...
     "${twjax[@]}" collect --config configs/data/tiny.py --config.episodes.train=96 --config.seed=0 --out "$out" "$@"
   fi
 }
+RUNS="$*"
+selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
+
 collect "$data/n96"
-collect data/observed/n96 --config.observe_setup=True
+if [ "$RUNS" != recorded ]; then
+  collect data/observed/n96 --config.observe_setup=True
+fi
 if [ ! -e "$data/tokenizer.model" ]; then
   "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$data/tokenizer.model" --vocab-size 2048
 fi
-
-RUNS="$*"
-selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 
 warmup() {  # workdir steps stop-step extra-flags...: copy examples only, 32 x 128 tokens a step, smeared keys
   local workdir=$1 steps=$2 stop_at=$3; shift 3

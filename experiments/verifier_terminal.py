@@ -1,0 +1,32 @@
+"""Is the learned reward what holds C and RL back? The three-way CPU grid's C and RL (same knobs,
+seeds and A runs) with a learned terminal whose verifier verdicts are right more often.
+
+The grid's learned terminal (runs/ablation/terminal: 256 tokens, 600 steps) passes 0.57 of A's
+greedy attempts against 0.13 real and 0.41 of an untrained agent's, so C keeps no imagined session
+and RL's reward is mostly wrong (README). This one is the same tiny preset on the same transcripts
+and tokenizer with a 1,024-token context, 1,500 steps (runs/fidelity/recorded, `bash
+tools/verifier_terminal_cpu.sh` trains it; on its own test transcripts its verdicts were right 0.87
+of the time against 0.61). C and RL branch off the grid's shared A runs (../../three_way_ablation-cpu/
+shared-sft), so only their own updates and evaluation run here.
+"""
+import pathlib
+
+from twjax import configlib
+
+ABLATION = pathlib.Path(__file__).resolve().parent / "three_way_ablation.py"
+TERMINAL = "runs/fidelity/recorded"
+SEEDS = [0, 1, 2]
+
+
+def get_config(arg=None):
+    return configlib.load(f"{ABLATION}:cpu")
+
+
+def get_sweep(arg=None):
+    common = {"agent.terminal": TERMINAL, "agent.shared_sft": "../../three_way_ablation-cpu/shared-sft"}
+    points = []
+    for seed in SEEDS:
+        seeds = {"train.seed": seed, "data.seed": seed}
+        points.append({"agent.regime": "C", **common, **seeds})
+        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **common, **seeds})
+    return points
