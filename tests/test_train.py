@@ -281,11 +281,13 @@ def test_init_state_continues_the_other_runs_optimizer_and_schedule(dataset, run
     assert rates == pytest.approx({step: float(schedule(step - 1)) for step in (end + 1, end + 2)})
 
 
-def test_init_state_from_a_finished_run_is_refused(dataset, runs, tmp_path):
+def test_init_state_from_a_finished_run_or_from_nothing_is_refused(dataset, runs, tmp_path):
     config = tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"]), "train.init_state": True,
                                      "train.steps": runs["end"]})
     with pytest.raises(ValueError, match="nothing would be trained"):
         train.train(config, tmp_path / "w")
+    with pytest.raises(ValueError, match="set train.init_from too"):
+        train.train(tiny_config(dataset, **{"train.init_state": True}), tmp_path / "w2")
 
 
 def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path, monkeypatch):

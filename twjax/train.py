@@ -229,7 +229,9 @@ def init_state(config, tx, state_shardings):
     train.init_state, init_from's whole train state (parameters, optimizer state, step)."""
     cfg = checkpoint_io.model_config(config)
     abstract_params = checkpoint_io.abstract_model(config)[1]
-    if config.train.init_from and config.train.init_state:
+    if config.train.init_state and not config.train.init_from:
+        raise ValueError("train.init_state restores train.init_from's state: set train.init_from too")
+    if config.train.init_state:
         abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
                           "step": jax.ShapeDtypeStruct((), jnp.int32)}
         state = checkpoint_io.restore_parts(config.train.init_from,
