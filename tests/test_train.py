@@ -241,10 +241,9 @@ def test_resume_check_names_a_moved_tokenizer_when_the_workdir_lost_its_copy(dat
 def initial_state(config):
     """train.init_state's state for a resolved config (on the config's mesh)."""
     tx = optim.make_optimizer(config.optim, config.train.steps)
-    _, abstract_params = checkpoint_io.abstract_model(config)
-    abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
-                      "step": jax.ShapeDtypeStruct((), jnp.int32)}
-    return train.init_state(config, tx, sharding.shardings(abstract_state, sharding.make_mesh(config.mesh)))
+    _, abstract_state = train.abstract_train_state(config, tx)
+    return train.init_state(config, tx, abstract_state,
+                            sharding.shardings(abstract_state, sharding.make_mesh(config.mesh)))
 
 
 def assert_same_params(params, workdir):

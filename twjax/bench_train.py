@@ -9,12 +9,10 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from twjax import configlib, flops, optim, sharding, train
 from twjax import model as model_lib
-from twjax.checkpoint_io import abstract_model
 from twjax.cli import print_result
 
 
@@ -36,12 +34,10 @@ def build_step(config, schedule_steps: int):
     total_steps = max(config.train.steps, schedule_steps)
     tx = optim.make_optimizer(config.optim, total_steps)
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
-    graphdef, abstract_params = abstract_model(config)
-    abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
-                      "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    graphdef, abstract_state = train.abstract_train_state(config, tx)
     state_shardings = sharding.shardings(abstract_state, mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    state = train.init_state(config, tx, state_shardings)
+    state = train.init_state(config, tx, abstract_state, state_shardings)
     step_fn = jax.jit(train.make_train_step(graphdef, tx, schedule, state_shardings["params"]),
                       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated),
                       donate_argnums=(0,))

@@ -224,16 +224,19 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-def init_state(config, tx, state_shardings):
+def abstract_train_state(config, tx: optax.GradientTransformation):
+    """-> (graphdef, the train state's shapes: params, optimizer state, step); nothing allocated."""
+    graphdef, abstract_params = checkpoint_io.abstract_model(config)
+    return graphdef, {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
+                      "step": jax.ShapeDtypeStruct((), jnp.int32)}
+
+
+def init_state(config, tx, abstract_state, state_shardings):
     """Fresh parameters (or train.init_from's), fresh optimizer state, step 0 — born sharded; with
     train.init_state, init_from's whole train state (parameters, optimizer state, step)."""
-    cfg = checkpoint_io.model_config(config)
-    abstract_params = checkpoint_io.abstract_model(config)[1]
     if config.train.init_state and not config.train.init_from:
         raise ValueError("train.init_state restores train.init_from's state: set train.init_from too")
     if config.train.init_state:
-        abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
-                          "step": jax.ShapeDtypeStruct((), jnp.int32)}
         state = checkpoint_io.restore_parts(config.train.init_from,
                                             checkpoint_io.placed(abstract_state, state_shardings))
         if int(state["step"]) >= config.train.steps:
@@ -241,12 +244,13 @@ def init_state(config, tx, state_shardings):
                              f"not before train.steps {config.train.steps}: nothing would be trained")
         return state
     if config.train.init_from:
-        params = checkpoint_io.restore_params(config.train.init_from,
-                                              checkpoint_io.placed(abstract_params, state_shardings["params"]))
+        params = checkpoint_io.restore_params(
+            config.train.init_from, checkpoint_io.placed(abstract_state["params"], state_shardings["params"]))
         make = lambda params: {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
         return jax.jit(make, out_shardings=state_shardings)(params)
 
     def make():
+        cfg = checkpoint_io.model_config(config)
         params = nnx.split(model_lib.Transformer(cfg, rngs=nnx.Rngs(config.train.seed)))[1]
         return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     return jax.jit(make, out_shardings=state_shardings)()
@@ -268,9 +272,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     tx = optim.make_optimizer(config.optim, total_steps)
 
-    graphdef, abstract_params = checkpoint_io.abstract_model(config)
-    abstract_state = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params),
-                      "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    graphdef, abstract_state = abstract_train_state(config, tx)
     state_shardings = sharding.shardings(abstract_state, mesh)
     param_shardings = state_shardings["params"]
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -288,7 +290,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                                             train_iterator)
         tokens_seen = meta["tokens_seen"]
     else:
-        state = init_state(config, tx, state_shardings)
+        state = init_state(config, tx, abstract_state, state_shardings)
         tokens_seen = 0
     start_step = int(state["step"])
 
@@ -303,7 +305,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
 
     log = metrics_log.MetricsLog(workdir, total_steps, start_step, enabled=is_main,
                                  progress=config.train.progress)
-    n_params = model_lib.param_count(abstract_params)
+    n_params = model_lib.param_count(abstract_state["params"])
     baseline = unigram_entropy(eval_batches, config.model.vocab_size)
     log.line(f"twjax train: {config.get('preset', '?')} model, {n_params / 1e6:.2f}M parameters, "
              f"mesh {dict(mesh.shape)}, {tokens_per_step} tokens/step, steps {start_step}->{stop_at} "
