@@ -41,7 +41,12 @@ from twjax import sharding
 
 NEG_INF = -1e30
 ATTENTION_IMPLEMENTATIONS = ("auto", "chunked", "xla", "cudnn")
-KEY_LAYOUTS = ("slot_major", "head_dim_major")
+# A cache array's logical axes say everything about its layout: its shape (init_cache), the einsum
+# that reads it (Attention.attend), where a decode step writes (forward_cached) and its sharding.
+VALUE_CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
+KEY_CACHE_AXES = {"slot_major": VALUE_CACHE_AXES, "head_dim_major": ("batch", "kv_heads", "head_dim", "cache_length")}
+KEY_LAYOUTS = tuple(KEY_CACHE_AXES)
+CACHE_AXIS_LETTERS = {"batch": "b", "kv_heads": "k", "cache_length": "s", "head_dim": "h"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +192,7 @@ class Attention(nnx.Module):
         g = n // kv
         dtype = q_BxNxTxH.dtype
         q_BxKxMxH = q_BxNxTxH.reshape(b, kv, g * t, h) * jnp.asarray(h ** -0.5, dtype)
-        key_spec = {"head_dim_major": "bkhs", "slot_major": "bksh"}[key_layout]
+        key_spec = "".join(CACHE_AXIS_LETTERS[axis] for axis in KEY_CACHE_AXES[key_layout])
         scores_BxKxMxS = jnp.einsum(f"bkmh,{key_spec}->bkms", q_BxKxMxH, keys.astype(dtype),
                                     preferred_element_type=jnp.float32)
         scores_BxKxGxTxS = scores_BxKxMxS.reshape(b, kv, g, t, s) + bias_BxTxS[:, None, None]
@@ -265,9 +270,6 @@ class KVCache:
         return self.values_BxKxSxH[0].shape[2]
 
 
-VALUE_CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
-KEY_CACHE_AXES = {"head_dim_major": ("batch", "kv_heads", "head_dim", "cache_length"),
-                  "slot_major": VALUE_CACHE_AXES}
 LAST_KEY_AXES = ("batch", "kv_heads", "head_dim")
 
 
@@ -277,9 +279,9 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
     if key_layout not in KEY_LAYOUTS:
         raise ValueError(f"unknown key layout {key_layout!r}; choose one of {', '.join(KEY_LAYOUTS)}")
     cache_dtype = config.compute_dtype if dtype is None else resolve_dtype(dtype)
-    values_shape = (batch, config.n_kv_heads, max_len, config.head_dim)
-    keys_shape = {"head_dim_major": (batch, config.n_kv_heads, config.head_dim, max_len),
-                  "slot_major": values_shape}[key_layout]
+    sizes = {"batch": batch, "kv_heads": config.n_kv_heads, "cache_length": max_len, "head_dim": config.head_dim}
+    keys_shape = tuple(sizes[axis] for axis in KEY_CACHE_AXES[key_layout])
+    values_shape = tuple(sizes[axis] for axis in VALUE_CACHE_AXES)
     last_keys = tuple(jnp.zeros((batch, config.n_kv_heads, config.head_dim), config.compute_dtype)
                       for _ in range(config.n_layers) if config.smeared_keys)
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
@@ -369,10 +371,10 @@ class Transformer(nnx.Module):
         rows_Bx1 = jnp.arange(b)[:, None]
         count_B = valid_BxT.sum(axis=1, dtype=jnp.int32)
 
-        def write(cache_array, new_BxKxTxH, slot_major: bool):
+        def write(cache_array, new_BxKxTxH, axes):
             # Indexed by (row, slot) with the head axes sliced, the update is laid out [B,T,K,H].
-            at_slots = ((rows_Bx1, slice(None), write_slot_BxT) if slot_major
-                        else (rows_Bx1, slice(None), slice(None), write_slot_BxT))
+            at_slots = tuple({"batch": rows_Bx1, "cache_length": write_slot_BxT}.get(axis, slice(None))
+                             for axis in axes)
             return cache_array.at[at_slots].set(new_BxKxTxH.transpose(0, 2, 1, 3).astype(cache_array.dtype),
                                                 mode="drop")
 
@@ -388,8 +390,8 @@ class Transformer(nnx.Module):
                 return jnp.concatenate([first_BxKx1xH.astype(k_BxKxTxH.dtype), k_BxKxTxH[:, :, :-1]], axis=2)
 
             def attend(q, k_BxKxTxH, v_BxKxTxH, layer=layer, block=block):
-                keys[layer] = write(keys[layer], k_BxKxTxH, cache.key_layout == "slot_major")
-                values[layer] = write(values[layer], v_BxKxTxH, True)
+                keys[layer] = write(keys[layer], k_BxKxTxH, KEY_CACHE_AXES[cache.key_layout])
+                values[layer] = write(values[layer], v_BxKxTxH, VALUE_CACHE_AXES)
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS, key_layout=cache.key_layout)
             x = block(x, positions_BxT, attend, previous)
         end_B = jnp.minimum(cache.end_B + count_B, slots)
