@@ -1,6 +1,5 @@
 """The compiled agent ⇄ terminal loop, checked against the plain per-token loop."""
 import dataclasses
-import dataclasses
 
 import jax
 import jax.numpy as jnp
