@@ -117,8 +117,11 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
             assert episode.extra["learned_reward"] == float(episode.extra["predicted_verifier_exit"] == 0)
     learned_episodes = [e for e in batch.episodes if e.extra["terminal"] == "learned"]
     assert [r.id for r in batch.replays] == [e.id for e in learned_episodes]
-    for imagined, real in zip(learned_episodes, batch.replays):
-        assert [t.command for t in real.turns] == [t.command for t in imagined.turns]
+    for imagined, real, task in zip(learned_episodes, batch.replays, tasks[1:]):
+        assert [t.command for t in real.turns[:-1]] == [t.command for t in imagined.turns]
+        verdict = real.turns[-1]  # the real verifier closes the replay: a transcript to train on
+        assert (verdict.label, verdict.command) == ("verify", task.verifier)
+        assert real.extra["real_reward"] == float(verdict.exit_code == 0)
     from twjax.evaluate import fidelity
     scored = fidelity.closed_loop_records(list(zip(learned_episodes, batch.replays)))
     assert len(scored) == sum(len(e.turns) for e in learned_episodes)

@@ -24,15 +24,17 @@ REPLAY_TIMEOUT_S = 10.0
 def replay_for_real(episodes: list[Episode], tasks: list[Task], backend: str, workers: int) -> list[Episode]:
     """Learned-terminal sessions replayed in real sandboxes: the same commands, the real outputs,
     under the same episode id (the closed-loop pairs `twjax evaluate --closed-loop` scores), and
-    the true reward (`extra.real_reward`: the real verifier after the agent's last command)."""
+    the true reward (`extra.real_reward`: the real verifier after the agent's last command). The
+    verifier's run closes the replay as a "verify" turn, so replays are transcripts a learned
+    terminal can train on: its verdicts on the agent's sessions, not only on the expert's."""
     def replay(session, index):
         task, learned = tasks[index], episodes[index]
         task_episodes.prepare(session, task)
         turns = [session.replay(turn, timeout=REPLAY_TIMEOUT_S) for turn in learned.turns]
-        reward = float(task_episodes.verify(session, task).exit_code == 0)
-        return index, Episode(id=learned.id, task=learned.task, turns=turns,
+        verdict = task_episodes.verify(session, task)
+        return index, Episode(id=learned.id, task=learned.task, turns=turns + [verdict],
                               extra={"terminal": "real_replay", "family": task.family, "task_id": task.id,
-                                     "real_reward": reward})
+                                     "real_reward": float(verdict.exit_code == 0)})
 
     replayed = [None] * len(tasks)
     with Pool(backend=backend, workers=workers) as pool:
