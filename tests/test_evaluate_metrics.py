@@ -163,3 +163,21 @@ def test_summarize_skips_nan_values():
     s = metrics.summarize(records)
     assert s["xent"] == 2.0
     assert math.isnan(metrics.summarize([_record("a", 0, 1.0, xent=float("nan"))])["xent"])
+
+
+def test_verdicts_read_the_verifier_probes_as_a_classifier():
+    def probe(real_code, predicted_code, command="ls", label="verify"):
+        turn = Turn(command, "", real_code, "/root", label=label)
+        return metrics.make_record("e", 0, turn, metrics.Prediction("", predicted_code, "/root"))
+    # 2 real passes (one predicted), 3 real failures (two predicted); a plain command is not a probe
+    records = [probe(0, 0), probe(0, 1), probe(1, 1), probe(2, 1), probe(1, 0), probe(0, 1, label=None)]
+    v = metrics.summarize(records)["verdicts"]
+    assert v["n"] == 5 and v["real_pass_rate"] == pytest.approx(0.4) and v["predicted_pass_rate"] == pytest.approx(0.4)
+    assert v["accuracy"] == pytest.approx(3 / 5)
+    assert (v["pass_recall"], v["fail_recall"]) == (pytest.approx(1 / 2), pytest.approx(2 / 3))
+    assert v["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # always "fail" on sessions that all fail: right every time, with no pass to recall
+    only_failures = metrics.summarize([probe(1, 1), probe(3, 2)])["verdicts"]
+    assert only_failures["accuracy"] == 1.0 and only_failures["pass_recall"] is None
+    assert only_failures["balanced_accuracy"] is None
+    assert metrics.summarize([probe(0, 0, label=None)])["verdicts"] is None

@@ -26,6 +26,7 @@ from rapidfuzz.distance import Levenshtein
 from twjax.episode import Episode, Turn
 from twjax.evaluate.normalize import command_word, normalize_output
 
+VERIFY_WORD = "<verify>"  # the command word of a verifier probe (turn_word)
 # Metrics that are means of per-turn values, in report order; xent is added where a model scores turns.
 TURN_METRICS = ("exact", "exact_norm", "edit_sim", "line_f1", "exit_acc", "cwd_acc", "correct")
 
@@ -48,6 +49,7 @@ class TurnRecord:
     metrics: dict[str, float]
     prediction: Prediction | None = None
     copyable: bool = False
+    real_exit_code: int | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,7 +105,7 @@ def score_turn(prediction: Prediction, real: Turn) -> dict[str, float]:
 def turn_word(turn: Turn) -> str:
     """What a turn is broken down by: its command's first word; the task's verifier (a multi-line
     script starting with `cd`) is its own bucket, "<verify>", so it neither hides in nor skews `cd`."""
-    return "<verify>" if turn.label == "verify" else command_word(turn.command)
+    return VERIFY_WORD if turn.label == "verify" else command_word(turn.command)
 
 
 def copyable_turns(episode: Episode) -> list[bool]:
@@ -132,7 +134,7 @@ def make_record(episode_id: str, turn_index: int, real: Turn, prediction: Predic
     metrics.update(extra_metrics or {})
     return TurnRecord(episode_id=episode_id, turn=turn_index, context_tokens=context_tokens,
                       command_word=turn_word(real), nonempty=bool(real.output.strip()),
-                      metrics=metrics, prediction=prediction, copyable=copyable)
+                      metrics=metrics, prediction=prediction, copyable=copyable, real_exit_code=real.exit_code)
 
 
 def _means(records: list[TurnRecord]) -> dict[str, float]:
@@ -169,4 +171,24 @@ def summarize(records: Iterable[TurnRecord], min_command_count: int = 1) -> dict
         by_command.setdefault(key, []).extend(group)
     summary["by_command"] = {word: {**_means(group), "nonempty": _means([r for r in group if r.nonempty])}
                              for word, group in by_command.items()}
+    summary["verdicts"] = verdicts(records)
     return summary
+
+
+def verdicts(records: Iterable[TurnRecord]) -> dict | None:
+    """The verifier probes read as a pass / fail classifier (pass: exit code 0), the learned reward's
+    quality. Most sessions fail, so always answering "fail" scores the fail share in `accuracy`;
+    `balanced_accuracy` (the mean of the two recalls) scores it 0.5. A recall with no real case of
+    its class is None. None without scored probes."""
+    probes = [r for r in records if r.command_word == VERIFY_WORD and r.real_exit_code is not None
+              and r.prediction is not None]
+    if not probes:
+        return None
+    real_N = np.array([r.real_exit_code == 0 for r in probes])
+    predicted_N = np.array([r.prediction.exit_code == 0 for r in probes])
+    recalls = {name: float(np.mean(predicted_N[cases_N] == want)) if cases_N.any() else None
+               for name, cases_N, want in (("pass_recall", real_N, True), ("fail_recall", ~real_N, False))}
+    known = [v for v in recalls.values() if v is not None]
+    return {"n": len(probes), "real_pass_rate": float(real_N.mean()), "predicted_pass_rate": float(predicted_N.mean()),
+            "accuracy": float(np.mean(real_N == predicted_N)), **recalls,
+            "balanced_accuracy": float(np.mean(known)) if len(known) == 2 else None}

@@ -171,6 +171,11 @@ def main(args) -> int:
               f"copyable correct {section['copyable']['correct']:.3f} "
               f"({section['copyable']['n']}/{section['nonempty']['n']} non-empty)",
               file=sys.stderr)
+    verdicts = report.get("teacher_forced", {}).get("verdicts")
+    if verdicts:
+        print(f"verifier verdicts (teacher-forced, {verdicts['n']} probes, {verdicts['real_pass_rate']:.3f} pass for "
+              f"real): accuracy {verdicts['accuracy']:.3f}, balanced {verdicts['balanced_accuracy'] or float('nan'):.3f}, "
+              f"predicted pass {verdicts['predicted_pass_rate']:.3f}", file=sys.stderr)
     if "copy_probe" in report:
         probe = report["copy_probe"]
         print(f"copy probe (synthetic [A, B, A]): accuracy {probe['accuracy']:.3f}; names of repeated lines: "

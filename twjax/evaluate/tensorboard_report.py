@@ -13,6 +13,7 @@ Tags:
   exposure_bias/right_after_error/{regime}    P(turn right | previous turn wrong)
   exposure_bias/fit_{family}_aic, exposure_bias/best_fit_is_{family}  (self-conditioned survival)
   fs/{regime}/{entries_f1, delta_f1}
+  verdicts/{section}/{metric}                 the verifier probes as a pass / fail classifier (VERDICT_METRICS)
 """
 import math
 
@@ -21,6 +22,7 @@ from twjax.evaluate import metrics
 SECTIONS = ("teacher_forced", "self_conditioned", "closed_loop")
 SCALAR_METRICS = metrics.TURN_METRICS + ("xent",)
 BY_TURN_METRICS = ("correct", "exact_norm", "edit_sim", "xent")  # per-turn tags: a few, not all
+VERDICT_METRICS = ("accuracy", "balanced_accuracy", "predicted_pass_rate", "real_pass_rate")
 SUBSETS = {"nonempty": "non-empty outputs", "copyable": "copyable outputs"}  # metrics.summarize's subsets
 
 
@@ -47,7 +49,8 @@ def layout(report: dict) -> dict:
                                       "exposure_bias/excess_error_fraction", "exposure_bias/survival_gap"]],
                 "recovery": ["Multiline", [r"exposure_bias/right_after_error/.*"]],
                 "fit AIC": ["Multiline", [r"exposure_bias/fit_.*_aic"]],
-                "file system": ["Multiline", [r"fs/.*"]]}
+                "file system": ["Multiline", [r"fs/.*"]],
+                "verifier verdicts": ["Multiline", [r"verdicts/.*/balanced_accuracy"]]}
     return {"fidelity": charts, **subsets, "per turn": by_turn, "exposure bias": exposure}
 
 
@@ -59,6 +62,8 @@ def write(writer, report: dict, step: int) -> None:
             _scalar(writer, f"fidelity/{name}/{metric}", section.get(metric), step)
             for subset in SUBSETS:
                 _scalar(writer, f"fidelity_{subset}/{name}/{metric}", section.get(subset, {}).get(metric), step)
+        for metric in VERDICT_METRICS:
+            _scalar(writer, f"verdicts/{name}/{metric}", (section.get("verdicts") or {}).get(metric), step)
         for row in section.get("by_turn", []):
             for metric in BY_TURN_METRICS:
                 _scalar(writer, f"by_turn/{name}/{metric}/turn_{row['turn']:03d}", row.get(metric), step)
