@@ -88,6 +88,25 @@ def test_tensorboard_scalars_and_layout(built, tmp_path):
     assert "fidelity/baseline_trivial/correct" in layout["fidelity"]["correct"][1]
 
 
+def test_verdicts_reach_tensorboard(tmp_path):
+    """A section with verifier probes writes their classifier scores; the baseline's always-exit-0
+    guess passes everything (balanced accuracy 0.5 whatever the share of real passes)."""
+    episodes = [Episode(f"e{i}", "t", [Turn("ls", "", 0, "/root"), Turn("test -f x", "", int(i % 4 > 0), "/root",
+                                                                         label="verify")]) for i in range(8)]
+    built = fidelity.build_report({}, {"trivial": baselines.baseline_records(baselines.TrivialBaseline(), episodes)},
+                                  n_boot=10)
+    verdicts = built["baselines"]["trivial"]["verdicts"]
+    assert verdicts["n"] == 8 and verdicts["real_pass_rate"] == 0.25 and verdicts["predicted_pass_rate"] == 1.0
+    assert verdicts["accuracy"] == 0.25 and verdicts["balanced_accuracy"] == 0.5
+    writer = SummaryWriter(str(tmp_path))
+    tensorboard_report.write(writer, built, step=3)
+    writer.close()
+    scalars = {value.tag: value.simple_value for event in read_events(tmp_path) for value in event.summary.value
+               if value.HasField("simple_value")}
+    assert scalars["verdicts/baseline_trivial/balanced_accuracy"] == 0.5
+    assert scalars["verdicts/baseline_trivial/real_pass_rate"] == 0.25
+
+
 def test_plots_are_pngs(built, tmp_path):
     paths = plots.write_all(built, tmp_path, metrics=("correct", "xent"))
     names = {p.name for p in paths}

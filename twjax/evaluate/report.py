@@ -173,8 +173,9 @@ def main(args) -> int:
               file=sys.stderr)
     verdicts = report.get("teacher_forced", {}).get("verdicts")
     if verdicts:
+        balanced = "n/a" if verdicts["balanced_accuracy"] is None else f"{verdicts['balanced_accuracy']:.3f}"
         print(f"verifier verdicts (teacher-forced, {verdicts['n']} probes, {verdicts['real_pass_rate']:.3f} pass for "
-              f"real): accuracy {verdicts['accuracy']:.3f}, balanced {verdicts['balanced_accuracy'] or float('nan'):.3f}, "
+              f"real): accuracy {verdicts['accuracy']:.3f}, balanced {balanced}, "
               f"predicted pass {verdicts['predicted_pass_rate']:.3f}", file=sys.stderr)
     if "copy_probe" in report:
         probe = report["copy_probe"]
