@@ -6,15 +6,18 @@ greedy attempts against 0.13 real and 0.41 of an untrained agent's, so C keeps n
 and RL's reward is mostly wrong (README). This one is the same tiny preset on the same transcripts
 and tokenizer with a 1,024-token context, 1,500 steps (runs/fidelity/recorded, `bash
 tools/verifier_terminal_cpu.sh` trains it; on the test transcripts its verdicts are right 0.81 of
-the time against the grid terminal's 0.59, what always answering "fail" scores). C and RL branch off the grid's shared A runs (../../three_way_ablation-cpu/
-shared-sft), so only their own updates and evaluation run here.
+the time against the grid terminal's 0.59, what always answering "fail" scores). The second terminal
+is that one fine-tuned on the A agents' own sessions replayed for real and closed by the real
+verifier (runs/fidelity/recorded-agent, `bash tools/agent_sessions_cpu.sh`), whose verdicts were
+learned on sessions like the ones C and RL ask it to judge. C and RL branch off the grid's shared A
+runs (../../three_way_ablation-cpu/shared-sft), so only their own updates and evaluation run here.
 """
 import pathlib
 
 from twjax import configlib
 
 ABLATION = pathlib.Path(__file__).resolve().parent / "three_way_ablation.py"
-TERMINAL = "runs/fidelity/recorded"
+TERMINALS = ("runs/fidelity/recorded", "runs/fidelity/recorded-agent")
 SEEDS = [0, 1, 2]
 
 
@@ -23,10 +26,11 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    common = {"agent.terminal": TERMINAL, "agent.shared_sft": "../../three_way_ablation-cpu/shared-sft"}
     points = []
-    for seed in SEEDS:
-        seeds = {"train.seed": seed, "data.seed": seed}
-        points.append({"agent.regime": "C", **common, **seeds})
-        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **common, **seeds})
+    for terminal in TERMINALS:
+        common = {"agent.terminal": terminal, "agent.shared_sft": "../../three_way_ablation-cpu/shared-sft"}
+        for seed in SEEDS:
+            seeds = {"train.seed": seed, "data.seed": seed}
+            points.append({"agent.regime": "C", **common, **seeds})
+            points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **common, **seeds})
     return points

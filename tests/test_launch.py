@@ -344,7 +344,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("terminal_scaling", "cpu", "train", 4), ("terminal_scaling", "tpu", "train", 15),
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
     ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
-    ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 6),
+    ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 12),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -367,15 +367,18 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train, configlib
 
-        def run_keys(experiment):
-            return {(t.overrides["agent.regime"], t.overrides["train.seed"]): agent_train.a_run_key(
-                agent_train.with_agent_defaults(configlib.load(experiment.config_spec, [
-                    f"{k}={v}" for k, v in t.overrides.items()])))
-                for t in experiment.trials if t.overrides["agent.regime"] in ("C", "RL")}
-        grid = run_keys(sweep.load_experiment("experiments/three_way_ablation.py:cpu"))
+        def run_keys(experiment):  # (terminal, regime, seed) -> the A run it branches off
+            return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"]):
+                    agent_train.a_run_key(agent_train.with_agent_defaults(configlib.load(
+                        experiment.config_spec, [f"{k}={v}" for k, v in t.overrides.items()])))
+                    for t in experiment.trials if t.overrides["agent.regime"] in ("C", "RL")}
+        three_way = run_keys(sweep.load_experiment("experiments/three_way_ablation.py:cpu"))
+        grid = {trial[1:]: key for trial, key in three_way.items()}
         here = run_keys(experiment)
-        assert set(here) == {(regime, seed) for seed in (0, 1, 2) for regime in ("C", "RL")}
-        assert all(key == grid[trial] for trial, key in here.items())
+        terminals = {"runs/fidelity/recorded", "runs/fidelity/recorded-agent"}
+        assert set(here) == {(terminal, regime, seed) for terminal in terminals for seed in (0, 1, 2)
+                             for regime in ("C", "RL")}
+        assert all(key == grid[trial[1:]] for trial, key in here.items())
         assert all(t.overrides["agent.terminal"] != "runs/ablation/terminal" for t in experiment.trials)
     if name == "exposure_bias":
         assert experiment.after and experiment.after[0].startswith("evaluate --workdir {workdir}")
