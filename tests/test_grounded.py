@@ -71,8 +71,8 @@ class ScriptedTerminal(nnx.Module):
         return jax.nn.one_hot(self.successor_V[...][tokens_BxT], logits.shape[-1]) * 100.0, cache
 
 
-@pytest.mark.parametrize("code", ["0", "2"])
-def test_learned_verdicts_read_the_terminals_exit_code(tok, code):
+def verdict_models(tok, code: str):
+    """(agent, terminal) of max_len 256; the terminal answers every command with exit `code`."""
     config = model_lib.ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
                                    d_ff=64, max_len=256)
     successor_V = np.full((tok.vocab_size,), tok.end_out_id, np.int32)
@@ -83,6 +83,12 @@ def test_learned_verdicts_read_the_terminals_exit_code(tok, code):
         code_id, tok.cwd_id, slash_id, tok.end_out_id)
     agent = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(0)))
     terminal = nnx.split(ScriptedTerminal(model_lib.Transformer(config, rngs=nnx.Rngs(1)), successor_V))
+    return agent, terminal
+
+
+@pytest.mark.parametrize("code", ["0", "2"])
+def test_learned_verdicts_read_the_terminals_exit_code(tok, code):
+    agent, terminal = verdict_models(tok, code)
     rollout_config = rollout.RolloutConfig(max_turns=2, max_command_tokens=6, max_output_tokens=12, cache_len=96,
                                            reserve=40)
     prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, ["sort the file", "count words"], 16)
@@ -95,6 +101,24 @@ def test_learned_verdicts_read_the_terminals_exit_code(tok, code):
                                                config=rollout_config)
     assert codes == [int(code), int(code)]
     assert rewards.tolist() == ([1.0, 1.0] if code == "0" else [0.0, 0.0])
+
+
+def test_a_verifier_longer_than_the_agents_context_is_judged_in_the_terminals(tok):
+    """The sessions' context is 96 tokens (the agent's); a verifier of 100-200 tokens is fed in
+    chunks into a context grown to the terminal's 256 and judged; one past 256 has no verdict."""
+    agent, terminal = verdict_models(tok, "0")
+    rollout_config = rollout.RolloutConfig(max_turns=1, max_command_tokens=6, max_output_tokens=12, cache_len=96,
+                                           reserve=40)
+    long = " && ".join(f"test -s part{i}.txt" for i in range(12))
+    too_long = " && ".join(f"test -s part{i}.txt" for i in range(40))
+    assert 100 < len(tok.encode_command(long)) < 200 and len(tok.encode_command(too_long)) > 256
+    assert grounded.VERDICT_CHUNK < len(tok.encode_command(long))
+    prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, ["a", "b", "c"], 16)
+    state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, jax.random.key(0),
+                            markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
+    codes, rewards = grounded.learned_verdicts(*agent, *terminal, tok, state, [long, "true", too_long],
+                                               config=rollout_config)
+    assert codes == [0, 0, None] and rewards.tolist() == [1.0, 1.0, 0.0]
 
 
 def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backend):

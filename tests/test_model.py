@@ -71,6 +71,21 @@ def test_chunked_prefill_with_ragged_rows_equals_full_forward(model):
     np.testing.assert_array_equal(cache.end_B, done)
 
 
+@pytest.mark.parametrize("key_layout", ["head_dim_major", "slot_major"])
+def test_a_grown_cache_decodes_on_as_the_full_forward(model, key_layout):
+    """Prefill 6 tokens into 8 slots, grow to 16, then decode 6 more: the logits stay the full forward's."""
+    tokens = random_tokens((2, 12), seed=4)
+    full = np.asarray(forward(model, tokens))
+    cache = model_lib.init_cache(model.config, 2, 8, key_layout=key_layout)
+    _, cache = forward_cached(model, tokens[:, :6], jnp.ones((2, 6), bool), cache)
+    grown = model_lib.grow_cache(cache, 16)
+    assert grown.max_len == 16 and grown.keys[0].shape[2:] == {"head_dim_major": (8, 16),
+                                                               "slot_major": (16, 8)}[key_layout]
+    np.testing.assert_array_equal(grown.end_B, cache.end_B)
+    logits, _ = forward_cached(model, tokens[:, 6:], jnp.ones((2, 6), bool), grown)
+    np.testing.assert_allclose(logits, full[:, 6:], atol=1e-4, rtol=1e-4)
+
+
 def test_bfloat16_cache_stays_close(model):
     tokens = random_tokens((2, 6), seed=3)
     full = np.asarray(forward(model, tokens))

@@ -20,7 +20,8 @@ from twjax.harness.session import open_session
 from twjax.harness.shell import SandboxError
 from twjax.rollout import (AGENT, CONTEXT_FULL, ENDED_BY_AGENT, FORCED_OUT, PAUSED, RUNNING, SANDBOX_LOST,
                            TURN_LIMIT, LoopState,
-                           Markers, RolloutConfig, Sampling, append_tokens, initial_state, loop_body, run_loop)
+                           Markers, RolloutConfig, Sampling, append_tokens, grow_state, initial_state, loop_body,
+                           run_loop)
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks.base import Task
 
@@ -165,17 +166,33 @@ def append_spans(agent_graph, agent_params, state: LoopState, spans: dict[int, l
                                  jnp.asarray(span_lengths_B), jnp.asarray(stop_after_B))
 
 
-@functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph", "turn_limit"),
-                   donate_argnames=("state",))
-def _open_verifier_turn(agent_graph, agent_params, terminal_graph, terminal_params, state: LoopState, spans_BxN,
-                        span_lengths_B, verifiable_B, *, turn_limit: int) -> LoopState:
-    ended_B = state.stop_B == ENDED_BY_AGENT
-    # An episode the agent ended has <eoe> as its pending token: the verifier turn replaces it.
+VERDICT_CHUNK = 64  # verifier tokens fed per call: a long script never costs B x N x S attention at once
+
+
+@functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph"), donate_argnames=("state",))
+def _append_verifier_chunk(agent_graph, agent_params, terminal_graph, terminal_params, state: LoopState, chunk_BxC,
+                           chunk_lengths_B, feed_pending_B) -> LoopState:
+    roles_BxC = jnp.full(chunk_BxC.shape, tokenizer_lib.ROLE_AGENT)
+    return append_tokens(nnx.merge(agent_graph, agent_params), nnx.merge(terminal_graph, terminal_params), state,
+                         chunk_BxC, chunk_lengths_B, roles_BxC, feed_pending_B)
+
+
+def _open_verifier_turn(models, state: LoopState, commands: list[list[int]], verifiable_B, ended_B,
+                        turn_limit: int) -> LoopState:
+    """Writes each verifiable row's verifier command (chunk by chunk) and hands the turn to the
+    terminal. An episode the agent ended has <eoe> as its pending token: the command replaces it."""
+    verifiable_B, ended_B = jnp.asarray(verifiable_B), jnp.asarray(ended_B)
     state = state._replace(length_B=state.length_B - (ended_B & verifiable_B))
-    roles_BxN = jnp.full(spans_BxN.shape, tokenizer_lib.ROLE_AGENT)
-    state = append_tokens(nnx.merge(agent_graph, agent_params), nnx.merge(terminal_graph, terminal_params), state,
-                          spans_BxN, jnp.where(verifiable_B, span_lengths_B, 0), roles_BxN,
-                          verifiable_B & ~ended_B)
+    width = -(-max(len(c) for c in commands) // VERDICT_CHUNK) * VERDICT_CHUNK
+    spans_BxN = np.zeros((len(commands), width), np.int32)
+    for row, ids in enumerate(commands):
+        spans_BxN[row, :len(ids)] = ids
+    lengths_B = np.where(np.asarray(verifiable_B), [len(c) for c in commands], 0)
+    for offset in range(0, width, VERDICT_CHUNK):
+        # After the first chunk every row's pending token is its command's: it is fed with the next.
+        feed_pending_B = verifiable_B & ~ended_B if offset == 0 else verifiable_B
+        state = _append_verifier_chunk(*models, state, jnp.asarray(spans_BxN[:, offset:offset + VERDICT_CHUNK]),
+                                       jnp.asarray(np.clip(lengths_B - offset, 0, VERDICT_CHUNK)), feed_pending_B)
     return state._replace(phase_B=jnp.where(verifiable_B, FORCED_OUT, state.phase_B),
                           span_len_B=jnp.where(verifiable_B, 0, state.span_len_B),
                           turns_B=jnp.where(verifiable_B, turn_limit - 1, state.turns_B),
@@ -187,25 +204,25 @@ def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params,
     """The learned reward: each task's verifier as one more turn inside the learned terminal
     (greedy). Returns the predicted exit codes (None where the session left no room for the turn,
     or the terminal's span did not parse) and the rewards (1 where the prediction is exit 0).
+    Only the terminal reads the verdict, so where the agent's context is shorter than the
+    terminal's and a verifier does not fit, the sessions' context grows to the terminal's.
     `state` is consumed; decode episodes from it before calling."""
     markers = Markers.from_tokenizer(tok)
     batch = len(verifiers)
+    models = (agent_graph, agent_params, terminal_graph, terminal_params)
     commands = [tok.encode_command(v).tolist() for v in verifiers]
-    width = -(-max(len(c) for c in commands) // 32) * 32  # few distinct shapes, few compilations
-    spans_BxN = np.zeros((batch, width), np.int32)
-    for row, ids in enumerate(commands):
-        spans_BxN[row, :len(ids)] = ids
-    span_lengths_B = np.array([len(c) for c in commands], np.int32)
     ended_B = np.asarray(state.stop_B) == ENDED_BY_AGENT
-    start_B = np.asarray(state.length_B) - ended_B + span_lengths_B
-    verifiable_B = start_B + 2 <= config.cache_len  # room for <out> and one token at least
-    verify_config = dataclasses.replace(config, reserve=0, max_turns=config.max_turns + 1,
+    start_B = np.asarray(state.length_B) - ended_B + np.array([len(c) for c in commands])
+    cache_len = config.cache_len
+    terminal_len = int(nnx.merge(terminal_graph, terminal_params).config.max_len)
+    if start_B.max() + config.max_output_tokens > cache_len and terminal_len > cache_len:
+        cache_len = terminal_len
+        state = grow_state(state, cache_len)
+    verifiable_B = start_B + 2 <= cache_len  # room for <out> and one token at least
+    verify_config = dataclasses.replace(config, cache_len=cache_len, reserve=0, max_turns=config.max_turns + 1,
                                         terminal_sampling=Sampling(temperature=0.0))
-    state = _open_verifier_turn(agent_graph, agent_params, terminal_graph, terminal_params, state,
-                                jnp.asarray(spans_BxN), jnp.asarray(span_lengths_B), jnp.asarray(verifiable_B),
-                                turn_limit=verify_config.max_turns)
-    state = run_loop(agent_graph, agent_params, terminal_graph, terminal_params, state, jax.random.key(0),
-                     markers=markers, config=verify_config)
+    state = _open_verifier_turn(models, state, commands, verifiable_B, ended_B, verify_config.max_turns)
+    state = run_loop(*models, state, jax.random.key(0), markers=markers, config=verify_config)
     tokens_BxS, length_B = np.asarray(state.tokens_BxS), np.asarray(state.length_B)
     exit_codes = []
     for row in range(batch):

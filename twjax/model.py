@@ -289,6 +289,15 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
                    jnp.zeros((batch,), jnp.int32), last_keys, key_layout)
 
 
+def grow_cache(cache: KVCache, max_len: int) -> KVCache:
+    """The same cache with room for `max_len` slots: empty slots appended to every layer."""
+    def grown(array, axes):
+        widths = [(0, max_len - cache.max_len if axis == "cache_length" else 0) for axis in axes]
+        return jnp.pad(array, widths)
+    return cache.replace(keys=tuple(grown(k, KEY_CACHE_AXES[cache.key_layout]) for k in cache.keys),
+                         values_BxKxSxH=tuple(grown(v, VALUE_CACHE_AXES) for v in cache.values_BxKxSxH))
+
+
 class Transformer(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config

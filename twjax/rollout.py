@@ -202,6 +202,16 @@ def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax
                      zeros_B, zeros_B + RUNNING, jnp.zeros((), jnp.int32), agent_cache, terminal_cache)
 
 
+def grow_state(state: LoopState, cache_len: int) -> LoopState:
+    """The same sessions with a longer context: empty buffer columns and cache slots appended."""
+    def grown(array_BxS):
+        return jnp.pad(array_BxS, ((0, 0), (0, cache_len - array_BxS.shape[1])))
+    caches = [None if cache is None else model_lib.grow_cache(cache, cache_len)
+              for cache in (state.agent_cache, state.terminal_cache)]
+    return state._replace(tokens_BxS=grown(state.tokens_BxS), roles_BxS=grown(state.roles_BxS),
+                          agent_cache=caches[0], terminal_cache=caches[1])
+
+
 def append_tokens(agent, terminal, state: LoopState, spans_BxN, span_lengths_B, roles_BxN,
                   feed_pending_B) -> LoopState:
     """Writes each row's first span_lengths_B[b] tokens of spans_BxN after its buffer, and lets
