@@ -9,7 +9,9 @@ tools/verifier_terminal_cpu.sh` trains it; on the test transcripts its verdicts 
 the time against the grid terminal's 0.59, what always answering "fail" scores). The second terminal
 is that one fine-tuned on the A agents' own sessions replayed for real and closed by the real
 verifier (runs/fidelity/recorded-agent, `bash tools/agent_sessions_cpu.sh`), whose verdicts were
-learned on sessions like the ones C and RL ask it to judge. C and RL branch off the grid's shared A
+learned on sessions like the ones C and RL ask it to judge; the third, fine-tuned on twice as many
+with the passing ones six times over (recorded-agent-balanced), finds 6 of 9 passing agent
+sessions where the others find none. C and RL branch off the grid's shared A
 runs (../../three_way_ablation-cpu/shared-sft), so only their own updates and evaluation run here.
 """
 import pathlib
@@ -17,7 +19,7 @@ import pathlib
 from twjax import configlib
 
 ABLATION = pathlib.Path(__file__).resolve().parent / "three_way_ablation.py"
-TERMINALS = ("runs/fidelity/recorded", "runs/fidelity/recorded-agent")
+TERMINALS = ("runs/fidelity/recorded", "runs/fidelity/recorded-agent", "runs/fidelity/recorded-agent-balanced")
 SEEDS = [0, 1, 2]
 
 
