@@ -181,13 +181,12 @@ def _open_verifier_turn(models, state: LoopState, commands: list[list[int]], ver
                         turn_limit: int) -> LoopState:
     """Writes each verifiable row's verifier command (chunk by chunk) and hands the turn to the
     terminal. An episode the agent ended has <eoe> as its pending token: the command replaces it."""
-    verifiable_B, ended_B = jnp.asarray(verifiable_B), jnp.asarray(ended_B)
     state = state._replace(length_B=state.length_B - (ended_B & verifiable_B))
     width = -(-max(len(c) for c in commands) // VERDICT_CHUNK) * VERDICT_CHUNK
     spans_BxN = np.zeros((len(commands), width), np.int32)
     for row, ids in enumerate(commands):
         spans_BxN[row, :len(ids)] = ids
-    lengths_B = np.where(np.asarray(verifiable_B), [len(c) for c in commands], 0)
+    lengths_B = np.where(verifiable_B, [len(c) for c in commands], 0)
     for offset in range(0, width, VERDICT_CHUNK):
         # After the first chunk every row's pending token is its command's: it is fed with the next.
         feed_pending_B = verifiable_B & ~ended_B if offset == 0 else verifiable_B
