@@ -196,8 +196,15 @@ class Attention(nnx.Module):
         scores_BxKxMxS = jnp.einsum(f"bkmh,{key_spec}->bkms", q_BxKxMxH, keys.astype(dtype),
                                     preferred_element_type=jnp.float32)
         scores_BxKxGxTxS = scores_BxKxMxS.reshape(b, kv, g, t, s) + bias_BxTxS[:, None, None]
-        probs_BxKxMxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(dtype).reshape(b, kv, g * t, s)
-        out_BxKxMxH = jnp.einsum("bkms,bksh->bkmh", probs_BxKxMxS, v_BxKxSxH.astype(dtype))
+        # Softmax normalised after the mix, as flash attention does: the division then touches
+        # [M, H] outputs instead of [M, S] probabilities, and the max (softmax is invariant to
+        # it) needs no gradient.
+        max_BxKxGxTx1 = jax.lax.stop_gradient(scores_BxKxGxTxS.max(axis=-1, keepdims=True))
+        weights_BxKxGxTxS = jnp.exp(scores_BxKxGxTxS - max_BxKxGxTx1)
+        inverse_sum_BxKxMx1 = (1.0 / weights_BxKxGxTxS.sum(axis=-1, keepdims=True)).reshape(b, kv, g * t, 1)
+        mixed_BxKxMxH = jnp.einsum("bkms,bksh->bkmh", weights_BxKxGxTxS.astype(dtype).reshape(b, kv, g * t, s),
+                                   v_BxKxSxH.astype(dtype), preferred_element_type=jnp.float32)
+        out_BxKxMxH = (mixed_BxKxMxH * inverse_sum_BxKxMx1).astype(dtype)
         return self.output(out_BxKxMxH.reshape(b, n, t, h).transpose(0, 2, 1, 3))
 
     def attend_fused(self, q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, mask_Bx1xTxT, implementation: str) -> jax.Array:
