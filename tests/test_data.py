@@ -116,6 +116,25 @@ def test_dropped_and_unimitated_turns_by_hand(setup):
     assert "cd /x" in tok.decode(terminal["inputs"]), "the terminal's data keeps the probe"
 
 
+def test_imagined_outputs_are_context_not_targets_by_hand(setup):
+    """A session from a learned terminal closed by the real verdict: only the verdict's span trains
+    the terminal; the agent still imitates its own imagined commands."""
+    root, _, tok = setup
+    imagined = [Turn("ls", "a.txt\n", 0, "/", label="imagined"), Turn("cat a.txt", "hi\n", 0, "/", label="imagined")]
+    verdict = Turn("cd /x || exit 1\nexit 0\n", "", 1, "/", label="verify")
+    ep = Episode("e", "go", imagined + [verdict])
+    [terminal] = data.EncodeEpisode(str(root / "tok.model"), SEQ_LEN, "terminal").map(ep)
+    n_head = len(tok.encode_task("go")) + sum(len(tok.encode_turn(t)[0]) for t in imagined)
+    verdict_ids, verdict_roles = tok.encode_turn(verdict)
+    expected = np.zeros(len(terminal["weights"]), np.float32)
+    expected[n_head - 1:n_head - 1 + len(verdict_ids)] = verdict_roles == T.ROLE_TERMINAL
+    np.testing.assert_array_equal(terminal["weights"], expected)
+    [agent] = data.EncodeEpisode(str(root / "tok.model"), SEQ_LEN, "agent").map(ep)
+    observed = Episode("e", "go", [Turn(t.command, t.output, 0, "/") for t in imagined] + [verdict])
+    [plain] = data.EncodeEpisode(str(root / "tok.model"), SEQ_LEN, "agent").map(observed)
+    np.testing.assert_array_equal(agent["weights"], plain["weights"])
+
+
 def check_packed_rows(batch, tok, allow_empty_rows=False):
     for row in range(batch["inputs"].shape[0]):
         seg, pos = batch["segment_ids"][row], batch["positions"][row]

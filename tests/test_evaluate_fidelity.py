@@ -1,6 +1,7 @@
 """Teacher-forced and self-conditioned regimes on models small enough to build here, prompts
 against the tokenizer's layout, cross-entropy against a direct computation, and the file-system
 probe scoring."""
+import dataclasses
 import functools
 import random
 
@@ -14,7 +15,7 @@ from twjax import episode as episode_lib
 from twjax import model as model_lib
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode, Turn
-from twjax.evaluate import baselines, fidelity
+from twjax.evaluate import baselines, fidelity, metrics
 
 WORDS = ("alpha", "beta", "gamma", "delta", "notes", "main", "data")
 
@@ -165,6 +166,25 @@ def test_given_setup_turns_stay_in_the_history_unscored(corpus):
         assert f"state{i}.txt\n<exit>0<cwd>/root/task</out>" in prompt  # as recorded, not generated
     trivial = baselines.baseline_records(baselines.TrivialBaseline(), observed)
     assert len(trivial) == len(run.records) and all(r.turn > 0 for r in trivial)
+
+
+def test_imagined_turns_stay_in_the_history_unscored(corpus):
+    """A learned terminal's session closed by the real verdict: only the verdict is scored, on the
+    imagined outputs as recorded, in every regime."""
+    tok, episodes = corpus
+    judged = [Episode(e.id, e.task, [dataclasses.replace(t, output=f"dream{i}\n", label="imagined") for t in e.turns]
+                      + [Turn("cd /root/task || exit 1\nexit 0\n", "", 1, "/root/task", label="verify")])
+              for i, e in enumerate(episodes[24:27])]
+    wrong = _scripted(tok, judged, lambda turn: tok.encode_terminal("WRONG\n", 7, "/no"))
+    settings = fidelity.EvalSettings(batch_size=2, n_boot=50, max_new_tokens=32)
+    for regime in fidelity.REGIMES:
+        run = fidelity.run_regime(_model(tok, max_len=192), tok, judged, regime, settings, generate=wrong)
+        assert sorted((r.episode_id, r.turn) for r in run.records) == sorted((e.id, len(e.turns) - 1) for e in judged)
+        for i, episode in enumerate(judged):
+            prompt = tok.decode(run.prompts[(episode.id, len(episode.turns) - 1)])
+            assert "WRONG" not in prompt and f"dream{i}\n<exit>" in prompt
+    trivial = baselines.baseline_records(baselines.TrivialBaseline(), judged)
+    assert [r.command_word for r in trivial] == [metrics.VERIFY_WORD] * len(judged)
 
 
 def test_cross_entropy_matches_a_direct_computation(corpus):

@@ -146,6 +146,12 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
         verdict = real.turns[-1]  # the real verifier closes the replay: a transcript to train on
         assert (verdict.label, verdict.command) == ("verify", task.verifier)
         assert real.extra["real_reward"] == float(verdict.exit_code == 0)
+        judged = interleave.judged_by_replay(imagined, real)  # what the agent saw, the real verdict
+        assert [t.label for t in judged.turns] == ["imagined"] * len(imagined.turns) + ["verify"]
+        assert [t.output for t in judged.turns[:-1]] == [t.output for t in imagined.turns]
+        assert judged.turns[-1] == verdict and judged.extra["real_reward"] == real.extra["real_reward"]
+    with pytest.raises(ValueError, match="not a learned session and its replay"):
+        interleave.judged_by_replay(learned_episodes[0], batch.replays[1])
     from twjax.evaluate import fidelity
     scored = fidelity.closed_loop_records(list(zip(learned_episodes, batch.replays)))
     assert len(scored) == sum(len(e.turns) for e in learned_episodes)

@@ -14,12 +14,16 @@ from typing import Any, Iterable, Iterator, Sequence
 # Turn labels used by task synthesis (TermiGen-style error injection). A "verify" turn is the task's
 # verifier run as a side probe in a subshell (SIDE_PROBE_LABELS): it leaves the shell's cwd and
 # variables alone, and is replayed the same way (Session.run_script), never as a plain command.
-LABELS = ("expert", "error", "recovery", "exploration", "verify", "setup")
+LABELS = ("expert", "error", "recovery", "exploration", "verify", "setup", "imagined")
 SIDE_PROBE_LABELS = ("verify",)
 # Turns that give a model the state instead of asking for it (the observation after setup). Those
 # that open an episode (Episode.n_given) are pinned with the task when a long session is truncated
 # (twjax.tokenizer); no agent imitates them and no fidelity metric scores them.
 GIVEN_LABELS = ("setup",)
+# Turns whose output a learned terminal wrote (an agent's imagined session, closed by the real
+# verifier: interleave.judged_by_replay): context for the turns after them, never a terminal target
+# (twjax.tokenizer) and never scored as the real output (twjax.evaluate).
+IMAGINED_LABELS = ("imagined",)
 
 
 class EpisodeFormatError(ValueError):

@@ -43,6 +43,18 @@ def replay_for_real(episodes: list[Episode], tasks: list[Task], backend: str, wo
     return replayed
 
 
+def judged_by_replay(learned: Episode, replay: Episode) -> Episode:
+    """The learned-terminal session as the agent saw it, closed by the real verifier's verdict (the
+    replay's last turn): training data for a learned verifier that must judge imagined sessions.
+    Its turns are labelled "imagined", so their outputs are context, never terminal targets."""
+    if learned.id != replay.id or [t.command for t in learned.turns] != [t.command for t in replay.turns[:-1]]:
+        raise ValueError(f"{learned.id} and {replay.id} are not a learned session and its replay")
+    turns = [dataclasses.replace(turn, label="imagined") for turn in learned.turns]
+    return Episode(id=learned.id, task=learned.task, turns=turns + [replay.turns[-1]],
+                   extra={"terminal": "learned_judged_by_replay", **{key: replay.extra[key] for key in
+                                                                      ("family", "task_id", "real_reward")}})
+
+
 def real_rewards_by_replay(episodes: list[Episode], tasks: list[Task], backend: str, workers: int) -> list[float]:
     return [replay.extra["real_reward"] for replay in replay_for_real(episodes, tasks, backend, workers)]
 

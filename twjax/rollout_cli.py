@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay-out", default=None,
                         help="also write the learned sessions replayed for real (same ids): with --out, the "
                              "pair `twjax evaluate --closed-loop OUT REPLAY_OUT` scores")
+    parser.add_argument("--judged-out", default=None,
+                        help="also write the learned sessions closed by the real verifier's verdict, their "
+                             "turns labelled imagined (training data for the terminal's verdicts)")
 
 
 def draw_tasks(families: list[str], count: int, seed: int, difficulty: int):
@@ -59,5 +62,8 @@ def main(args) -> int:
     write_jsonl(args.out, batch.episodes)
     if args.replay_out:
         write_jsonl(args.replay_out, batch.replays)
+    if args.judged_out:
+        write_jsonl(args.judged_out, [interleave.judged_by_replay(learned, replay)
+                                      for learned, replay in zip(batch.episodes, batch.replays)])
     print(json.dumps({"out": args.out, **batch.summary}))
     return 0

@@ -176,10 +176,11 @@ class Tokenizer:
 
     def _encode_part(self, turn: episode_lib.Turn, unimitated_labels: Sequence[str]):
         """(ids, roles, imitated): `imitated` is False on the agent tokens of given turns and of
-        turns labelled one of unimitated_labels."""
+        turns labelled one of unimitated_labels, and on the terminal tokens of imagined turns."""
         ids, roles = self.encode_turn(turn)
         copied = turn.label not in unimitated_labels and turn.label not in episode_lib.GIVEN_LABELS
-        return ids, roles, (roles != ROLE_AGENT) | copied
+        observed = turn.label not in episode_lib.IMAGINED_LABELS
+        return ids, roles, np.where(roles == ROLE_AGENT, copied, (roles != ROLE_TERMINAL) | observed)
 
     def _turns(self, ep: episode_lib.Episode, max_len: int | None,
                unimitated_labels: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -291,7 +292,8 @@ class Tokenizer:
         first to hold (the prefix counts in the first window only), so a loss over fresh targets
         sees each token once per episode. The agent tokens of given turns and of turns labelled
         one of `unimitated_labels` (e.g. injected "error" turns: context to recover from, not
-        behaviour to copy) are never fresh.
+        behaviour to copy) are never fresh, nor are the terminal tokens of imagined turns (a
+        learned terminal's outputs: context, not the real terminal's).
         """
         turns = self._turns(ep, max_len, unimitated_labels)
         whole = self._join(self._head_part(ep, max_len), turns, True)

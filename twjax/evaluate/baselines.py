@@ -11,7 +11,7 @@
 import collections
 from typing import Callable, Iterable, Protocol, Sequence
 
-from twjax.episode import Episode
+from twjax.episode import IMAGINED_LABELS, Episode
 from twjax.evaluate.metrics import Prediction, TurnRecord, copyable_turns, make_record, turn_word
 
 UNCHANGED = None  # cwd token: the cwd after the turn equals the cwd before it
@@ -98,4 +98,4 @@ def baseline_records(baseline: Baseline, episodes: Sequence[Episode],
                         context_tokens=context_of(episode, index), copyable=copyable)
             for episode in episodes
             for index, (turn, copyable) in enumerate(zip(episode.turns, copyable_turns(episode)))
-            if index >= episode.n_given]
+            if index >= episode.n_given and turn.label not in IMAGINED_LABELS]

@@ -2,7 +2,8 @@
 beside the baselines.
 
 Regimes (each scores the model's span for every turn of every episode against the real turn, but
-the given ones that open it, Episode.n_given, which every regime's prompts hold as recorded):
+the given ones that open it, Episode.n_given, which every regime's prompts hold as recorded, and
+imagined ones, a learned terminal's outputs, which every regime's history holds as recorded):
   teacher_forced    the history holds the real outputs;
   self_conditioned  the real commands, but the model's own earlier spans in the history (exactly the
                     tokens it generated), so errors can feed on themselves;
@@ -28,7 +29,7 @@ from flax import nnx
 
 from twjax import decode
 from twjax import model as model_lib
-from twjax.episode import Episode
+from twjax.episode import IMAGINED_LABELS, Episode
 from twjax.evaluate import curves, metrics
 from twjax.evaluate.metrics import Prediction, TurnRecord
 
@@ -177,7 +178,11 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
     run = RegimeRun([], {}, {}, {})
     for t in range(max((len(e.turns) for e in episodes), default=0)):
         active = [i for i, e in enumerate(episodes) if len(e.turns) > t]
-        scored = [i for i in active if t >= episodes[i].n_given]
+        after_given = [i for i in active if t >= episodes[i].n_given]
+        scored = [i for i in after_given if episodes[i].turns[t].label not in IMAGINED_LABELS]
+        for i in sorted(set(after_given) - set(scored)):  # Imagined turns: history as recorded.
+            history[i].append(tok.encode_turn(episodes[i].turns[t])[0])
+            full_context[i] += len(history[i][-1])
         for start in range(0, len(scored), settings.batch_size):
             rows = scored[start:start + settings.batch_size]
             tails = [np.concatenate([tok.encode_command(episodes[i].turns[t].command), [out_id]]) for i in rows]
