@@ -11,7 +11,10 @@ is that one fine-tuned on the A agents' own sessions replayed for real and close
 verifier (runs/fidelity/recorded-agent, `bash tools/agent_sessions_cpu.sh`), whose verdicts were
 learned on sessions like the ones C and RL ask it to judge; the third, fine-tuned on twice as many
 with the passing ones six times over (recorded-agent-balanced), finds 6 of 9 passing agent
-sessions where the others find none. C and RL branch off the grid's shared A
+sessions where the others find none. The fourth is the balanced one fine-tuned on its own imagined
+sessions of the A agents, each closed by the real verdict of its replay (recorded-agent-judged,
+`bash tools/judged_sessions_cpu.sh`): the sessions C and RL ask it to judge are imagined ones, and
+of those the balanced terminal passed, 1 of 16 held for real. C and RL branch off the grid's shared A
 runs (../../three_way_ablation-cpu/shared-sft), so only their own updates and evaluation run here.
 """
 import pathlib
@@ -19,7 +22,8 @@ import pathlib
 from twjax import configlib
 
 ABLATION = pathlib.Path(__file__).resolve().parent / "three_way_ablation.py"
-TERMINALS = ("runs/fidelity/recorded", "runs/fidelity/recorded-agent", "runs/fidelity/recorded-agent-balanced")
+TERMINALS = ("runs/fidelity/recorded", "runs/fidelity/recorded-agent", "runs/fidelity/recorded-agent-balanced",
+             "runs/fidelity/recorded-agent-judged")
 SEEDS = [0, 1, 2]
 
 

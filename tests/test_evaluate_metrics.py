@@ -176,8 +176,9 @@ def test_verdicts_read_the_verifier_probes_as_a_classifier():
     assert v["accuracy"] == pytest.approx(3 / 5)
     assert (v["pass_recall"], v["fail_recall"]) == (pytest.approx(1 / 2), pytest.approx(2 / 3))
     assert v["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert v["pass_precision"] == pytest.approx(1 / 2)  # of the two predicted passes, one is real
     # always "fail" on sessions that all fail: right every time, with no pass to recall
     only_failures = metrics.summarize([probe(1, 1), probe(3, 2)])["verdicts"]
     assert only_failures["accuracy"] == 1.0 and only_failures["pass_recall"] is None
-    assert only_failures["balanced_accuracy"] is None
+    assert only_failures["balanced_accuracy"] is None and only_failures["pass_precision"] is None
     assert metrics.summarize([probe(0, 0, label=None)])["verdicts"] is None

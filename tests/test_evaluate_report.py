@@ -97,7 +97,7 @@ def test_verdicts_reach_tensorboard(tmp_path):
                                   n_boot=10)
     verdicts = built["baselines"]["trivial"]["verdicts"]
     assert verdicts["n"] == 8 and verdicts["real_pass_rate"] == 0.25 and verdicts["predicted_pass_rate"] == 1.0
-    assert verdicts["accuracy"] == 0.25 and verdicts["balanced_accuracy"] == 0.5
+    assert verdicts["accuracy"] == 0.25 and verdicts["balanced_accuracy"] == 0.5 and verdicts["pass_precision"] == 0.25
     writer = SummaryWriter(str(tmp_path))
     tensorboard_report.write(writer, built, step=3)
     writer.close()
@@ -105,6 +105,7 @@ def test_verdicts_reach_tensorboard(tmp_path):
                if value.HasField("simple_value")}
     assert scalars["verdicts/baseline_trivial/balanced_accuracy"] == 0.5
     assert scalars["verdicts/baseline_trivial/real_pass_rate"] == 0.25
+    assert scalars["verdicts/baseline_trivial/pass_precision"] == 0.25
 
 
 def test_plots_are_pngs(built, tmp_path):

@@ -344,7 +344,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("terminal_scaling", "cpu", "train", 4), ("terminal_scaling", "tpu", "train", 15),
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
     ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
-    ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 18),
+    ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 24),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -375,7 +375,8 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         three_way = run_keys(sweep.load_experiment("experiments/three_way_ablation.py:cpu"))
         grid = {trial[1:]: key for trial, key in three_way.items()}
         here = run_keys(experiment)
-        terminals = {"runs/fidelity/recorded", "runs/fidelity/recorded-agent", "runs/fidelity/recorded-agent-balanced"}
+        terminals = {"runs/fidelity/recorded", "runs/fidelity/recorded-agent", "runs/fidelity/recorded-agent-balanced",
+                     "runs/fidelity/recorded-agent-judged"}
         assert set(here) == {(terminal, regime, seed) for terminal in terminals for seed in (0, 1, 2)
                              for regime in ("C", "RL")}
         assert all(key == grid[trial[1:]] for trial, key in here.items())

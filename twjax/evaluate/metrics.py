@@ -178,8 +178,10 @@ def summarize(records: Iterable[TurnRecord], min_command_count: int = 1) -> dict
 def verdicts(records: Iterable[TurnRecord]) -> dict | None:
     """The verifier probes read as a pass / fail classifier (pass: exit code 0), the learned reward's
     quality. Most sessions fail, so always answering "fail" scores the fail share in `accuracy`;
-    `balanced_accuracy` (the mean of the two recalls) scores it 0.5. A recall with no real case of
-    its class is None. None without scored probes."""
+    `balanced_accuracy` (the mean of the two recalls) scores it 0.5. `pass_precision`, the share of
+    predicted passes that are real, is what selecting sessions by the verdict (regime C) keeps. A
+    recall with no real case of its class, or a precision with no predicted pass, is None. None
+    without scored probes."""
     probes = [r for r in records if r.command_word == VERIFY_WORD and r.real_exit_code is not None
               and r.prediction is not None]
     if not probes:
@@ -191,4 +193,5 @@ def verdicts(records: Iterable[TurnRecord]) -> dict | None:
     known = [v for v in recalls.values() if v is not None]
     return {"n": len(probes), "real_pass_rate": float(real_N.mean()), "predicted_pass_rate": float(predicted_N.mean()),
             "accuracy": float(np.mean(real_N == predicted_N)), **recalls,
+            "pass_precision": float(real_N[predicted_N].mean()) if predicted_N.any() else None,
             "balanced_accuracy": float(np.mean(known)) if len(known) == 2 else None}

@@ -173,10 +173,12 @@ def main(args) -> int:
               file=sys.stderr)
     verdicts = report.get("teacher_forced", {}).get("verdicts")
     if verdicts:
-        balanced = "n/a" if verdicts["balanced_accuracy"] is None else f"{verdicts['balanced_accuracy']:.3f}"
+        shown = {key: "n/a" if verdicts[key] is None else f"{verdicts[key]:.3f}"
+                 for key in ("balanced_accuracy", "pass_precision")}
         print(f"verifier verdicts (teacher-forced, {verdicts['n']} probes, {verdicts['real_pass_rate']:.3f} pass for "
-              f"real): accuracy {verdicts['accuracy']:.3f}, balanced {balanced}, "
-              f"predicted pass {verdicts['predicted_pass_rate']:.3f}", file=sys.stderr)
+              f"real): accuracy {verdicts['accuracy']:.3f}, balanced {shown['balanced_accuracy']}, "
+              f"predicted pass {verdicts['predicted_pass_rate']:.3f}, of them real {shown['pass_precision']}",
+              file=sys.stderr)
     if "copy_probe" in report:
         probe = report["copy_probe"]
         print(f"copy probe (synthetic [A, B, A]): accuracy {probe['accuracy']:.3f}; names of repeated lines: "
