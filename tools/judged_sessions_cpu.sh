@@ -11,7 +11,7 @@
 #   recorded-agent-judged             + 3,072 judged imagined sessions
 #   recorded-agent-balanced-more      the previous data alone (the control for the extra steps)
 # Scored teacher-forced on 768 judged imagined sessions of other tasks (only the verdict is scored),
-# on the replayed agent sessions and on the recorded test transcripts. On 2 cores: ~35 min of
+# on the replayed agent sessions and on the recorded test transcripts. On 2 cores: ~25 min of
 # rollouts, 2 x ~7 min of training, ~20 min of evaluation; re-running skips what is done.
 #   bash tools/judged_sessions_cpu.sh
 set -euo pipefail
