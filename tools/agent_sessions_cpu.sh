@@ -16,15 +16,8 @@
 #   bash tools/agent_sessions_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-twjax=(.venv/bin/python -m twjax)
-data=data/ablation
+source tools/agent_sessions_lib.sh
 sessions=data/agent_sessions
-families=$(.venv/bin/python -c "
-from twjax import agent_train
-from experiments import three_way_ablation
-print(','.join(agent_train.training_families(agent_train.with_agent_defaults(three_way_ablation.get_config('cpu')))))")
-limits=(--temperature 0.6 --max-turns 4 --max-command-tokens 48 --max-output-tokens 96 --cache-len 256
-        --backend bwrap --workers 2 --families "$families")  # as the grid's C and RL roll out
 
 mkdir -p "$sessions"
 for agent in runs/sweeps/three_way_ablation-cpu/shared-sft/a-*; do
@@ -40,38 +33,14 @@ for agent in runs/sweeps/three_way_ablation-cpu/shared-sft/a-*; do
     fi
   done
 done
+passes_x6 "$sessions/passed-x6.jsonl" "$sessions/train-a*.jsonl" "$sessions/more-a*.jsonl"
 
-if [ ! -e "$sessions/passed-x6.jsonl" ]; then
-  .venv/bin/python - "$sessions" <<'PY'
-import json, pathlib, sys
-sessions = pathlib.Path(sys.argv[1])
-lines = [line for name in ("train", "more") for path in sorted(sessions.glob(f"{name}-a*.jsonl"))
-         for line in path.read_text().splitlines() if json.loads(line)["real_reward"] == 1.0]
-(sessions / "passed-x6.jsonl.tmp").write_text("".join(line + "\n" for line in lines) * 5)  # + the originals
-(sessions / "passed-x6.jsonl.tmp").rename(sessions / "passed-x6.jsonl")
-PY
-fi
-
-for run in "recorded-agent:$data/n96/train-*.jsonl,$sessions/train-*.jsonl" "recorded-more:$data/n96/train-*.jsonl" \
-           "recorded-agent-balanced:$data/n96/train-*.jsonl,$sessions/train-*.jsonl,$sessions/more-a*.jsonl,$sessions/passed-x6.jsonl"; do
-  IFS=: read -r name train <<< "$run"
-  "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "runs/fidelity/$name" \
-    "--config.data.train=$train" "--config.data.valid=$data/n96/valid-*.jsonl" \
-    "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=400 --config.optim.warmup_steps=20 --config.optim.lr=1e-3 \
-    --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4 \
-    --config.train.init_from=runs/fidelity/recorded
-done
+finetune recorded-agent "$data/n96/train-*.jsonl,$sessions/train-*.jsonl" runs/fidelity/recorded
+finetune recorded-more "$data/n96/train-*.jsonl" runs/fidelity/recorded
+finetune recorded-agent-balanced \
+  "$data/n96/train-*.jsonl,$sessions/train-*.jsonl,$sessions/more-a*.jsonl,$sessions/passed-x6.jsonl" runs/fidelity/recorded
 
 for name in recorded recorded-agent recorded-more recorded-agent-balanced; do
-  workdir=runs/fidelity/$name
-  if [ ! -e "$workdir/eval-agent-sessions/report.json" ]; then
-    "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$sessions/test-*.jsonl" --regimes teacher_forced \
-      --train-episodes "$data/n96/train-*.jsonl" --out "$workdir/eval-agent-sessions" --json > "$workdir/eval-agent-sessions.json"
-  fi
-  if [ ! -e "$workdir/eval-recorded-test/report.json" ]; then
-    "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$data/n96/test-*.jsonl" --regimes teacher_forced \
-      --train-episodes "$data/n96/train-*.jsonl" --max-episodes 64 --out "$workdir/eval-recorded-test" \
-      --json > "$workdir/eval-recorded-test.json"
-  fi
-  echo "$name: $workdir/eval-agent-sessions/report.json $workdir/eval-recorded-test/report.json"
+  evaluate "runs/fidelity/$name" eval-agent-sessions "$sessions/test-*.jsonl"
+  evaluate "runs/fidelity/$name" eval-recorded-test "$data/n96/test-*.jsonl" --max-episodes 64
 done

@@ -16,17 +16,10 @@
 #   bash tools/judged_sessions_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-twjax=(.venv/bin/python -m twjax)
-data=data/ablation
+source tools/agent_sessions_lib.sh
 agent_sessions=data/agent_sessions
 sessions=data/judged_sessions
 balanced=runs/fidelity/recorded-agent-balanced
-families=$(.venv/bin/python -c "
-from twjax import agent_train
-from experiments import three_way_ablation
-print(','.join(agent_train.training_families(agent_train.with_agent_defaults(three_way_ablation.get_config('cpu')))))")
-limits=(--temperature 0.6 --max-turns 4 --max-command-tokens 48 --max-output-tokens 96 --cache-len 256
-        --backend bwrap --workers 2 --families "$families")  # as the grid's C and RL roll out
 
 mkdir -p "$sessions"
 for agent in runs/sweeps/three_way_ablation-cpu/shared-sft/a-*; do
@@ -45,38 +38,12 @@ for agent in runs/sweeps/three_way_ablation-cpu/shared-sft/a-*; do
     fi
   done
 done
-
-if [ ! -e "$sessions/judged-passed-x6.jsonl" ]; then
-  .venv/bin/python - "$sessions" <<'PY'
-import json, pathlib, sys
-sessions = pathlib.Path(sys.argv[1])
-lines = [line for path in sorted(sessions.glob("judged-train-a*.jsonl"))
-         for line in path.read_text().splitlines() if json.loads(line)["real_reward"] == 1.0]
-(sessions / "judged-passed-x6.jsonl.tmp").write_text("".join(line + "\n" for line in lines) * 5)  # + the originals
-(sessions / "judged-passed-x6.jsonl.tmp").rename(sessions / "judged-passed-x6.jsonl")
-PY
-fi
+passes_x6 "$sessions/judged-passed-x6.jsonl" "$sessions/judged-train-a*.jsonl"
 
 previous="$data/n96/train-*.jsonl,$agent_sessions/train-*.jsonl,$agent_sessions/more-a*.jsonl,$agent_sessions/passed-x6.jsonl"
-for run in "recorded-agent-judged:$previous,$sessions/judged-train-*.jsonl,$sessions/judged-passed-x6.jsonl" \
-           "recorded-agent-balanced-more:$previous"; do
-  IFS=: read -r name train <<< "$run"
-  "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "runs/fidelity/$name" \
-    "--config.data.train=$train" "--config.data.valid=$data/n96/valid-*.jsonl" \
-    "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=400 --config.optim.warmup_steps=20 --config.optim.lr=1e-3 \
-    --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4 \
-    --config.train.init_from=$balanced
-done
+finetune recorded-agent-judged "$previous,$sessions/judged-train-*.jsonl,$sessions/judged-passed-x6.jsonl" "$balanced"
+finetune recorded-agent-balanced-more "$previous" "$balanced"
 
-evaluate() {  # workdir, name, episodes, extra flags
-  local workdir=$1 name=$2 episodes=$3
-  shift 3
-  if [ ! -e "$workdir/$name/report.json" ]; then
-    "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$episodes" --regimes teacher_forced \
-      --train-episodes "$data/n96/train-*.jsonl" --out "$workdir/$name" "$@" --json > "$workdir/$name.json"
-  fi
-  echo "$workdir/$name/report.json"
-}
 for name in recorded-agent-balanced recorded-agent-balanced-more recorded-agent-judged; do
   evaluate "runs/fidelity/$name" eval-judged-sessions "$sessions/judged-test-*.jsonl"
 done
