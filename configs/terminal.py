@@ -17,9 +17,9 @@ PRESETS = {
     # 4.1M parameters (2k vocabulary; 4 query heads sharing one 64-dim KV head), 2.3e7 FLOPs/token.
     # Shaped for the 2-core CPU (README "Measured results"): d_model 256 keeps the matmuls near the
     # measured peak (MFU 0.59-0.67 in `twjax bench train` on 2026-12-05, median 0.61; 3,900-5,600
-    # tokens/s by the day;
-    # d_model 128 reached 0.37), 64-dim heads keep the T x T score tensors few, and the single KV
-    # head keeps the cache that rollout decoding streams as small as the 1.3M model's it replaced.
+    # tokens/s by the day; d_model 128 reached 0.37), 64-dim heads keep the T x T score tensors few,
+    # and the single KV head keeps the cache that rollout decoding streams as small as the 1.3M
+    # model's it replaced.
     # The 250 steps take ~5 min; on configs/data/tiny.py the valid loss is lowest near step 100 and
     # rises after (overfit).
     "tiny": (0, 256, 4, 4, 1, 768, 256, 16, 1, 3e-3, 30, 250, "float32", (-1, 1, 1)),
