@@ -14,7 +14,8 @@ with the passing ones six times over (recorded-agent-balanced), finds 6 of 9 pas
 sessions where the others find none. The fourth is the balanced one fine-tuned on its own imagined
 sessions of the A agents, each closed by the real verdict of its replay (recorded-agent-judged,
 `bash tools/judged_sessions_cpu.sh`): the sessions C and RL ask it to judge are imagined ones, and
-of those the balanced terminal passed, 1 of 16 held for real. C and RL branch off the grid's shared A
+of those the balanced terminal passed, 1 of 16 held for real; with it C also runs re-checking every
+pass it keeps (agent.real_check_fraction=1). C and RL branch off the grid's shared A
 runs (../../three_way_ablation-cpu/shared-sft), so only their own updates and evaluation run here.
 """
 import pathlib
@@ -39,4 +40,10 @@ def get_sweep(arg=None):
             seeds = {"train.seed": seed, "data.seed": seed}
             points.append({"agent.regime": "C", **common, **seeds})
             points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **common, **seeds})
+    # The judged terminal's passes are right ~0.4 of the time, under the 0.5 at which C trusts the
+    # passes it did not re-check: here C re-checks every pass and keeps only those that hold.
+    for seed in SEEDS:
+        points.append({"agent.regime": "C", "agent.real_check_fraction": 1.0, "agent.terminal": TERMINALS[-1],
+                       "agent.shared_sft": "../../three_way_ablation-cpu/shared-sft",
+                       "train.seed": seed, "data.seed": seed})
     return points

@@ -344,7 +344,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("terminal_scaling", "cpu", "train", 4), ("terminal_scaling", "tpu", "train", 15),
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
     ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
-    ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 24),
+    ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 27),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -367,19 +367,21 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train, configlib
 
-        def run_keys(experiment):  # (terminal, regime, seed) -> the A run it branches off
-            return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"]):
+        def run_keys(experiment):  # (terminal, regime, seed, re-checked fraction) -> the A run it branches off
+            return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"],
+                     t.overrides.get("agent.real_check_fraction")):
                     agent_train.a_run_key(agent_train.with_agent_defaults(configlib.load(
                         experiment.config_spec, [f"{k}={v}" for k, v in t.overrides.items()])))
                     for t in experiment.trials if t.overrides["agent.regime"] in ("C", "RL")}
         three_way = run_keys(sweep.load_experiment("experiments/three_way_ablation.py:cpu"))
-        grid = {trial[1:]: key for trial, key in three_way.items()}
+        grid = {trial[1:3]: key for trial, key in three_way.items()}
         here = run_keys(experiment)
         terminals = {"runs/fidelity/recorded", "runs/fidelity/recorded-agent", "runs/fidelity/recorded-agent-balanced",
                      "runs/fidelity/recorded-agent-judged"}
-        assert set(here) == {(terminal, regime, seed) for terminal in terminals for seed in (0, 1, 2)
-                             for regime in ("C", "RL")}
-        assert all(key == grid[trial[1:]] for trial, key in here.items())
+        assert set(here) == {(terminal, regime, seed, None) for terminal in terminals for seed in (0, 1, 2)
+                             for regime in ("C", "RL")} | {("runs/fidelity/recorded-agent-judged", "C", seed, 1.0)
+                                                           for seed in (0, 1, 2)}
+        assert all(key == grid[trial[1:3]] for trial, key in here.items())
         assert all(t.overrides["agent.terminal"] != "runs/ablation/terminal" for t in experiment.trials)
     if name == "exposure_bias":
         assert experiment.after and experiment.after[0].startswith("evaluate --workdir {workdir}")
