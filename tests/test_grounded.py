@@ -157,6 +157,8 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
     assert len(scored) == sum(len(e.turns) for e in learned_episodes)
     learned = np.array([e.extra["learned_reward"] for e in learned_episodes])
     assert batch.summary["reward_agreement"] == pytest.approx(float(np.mean(learned == 0.0)))
+    assert batch.summary["learned_passes"] == int(learned.sum())  # every real reward is 0: no pass is right
+    assert batch.summary["learned_pass_precision"] == (0.0 if learned.any() else None)
 
 
 class ScriptedAgent(nnx.Module):

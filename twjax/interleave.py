@@ -93,8 +93,11 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
             episode.extra.update(family=task.family, task_id=task.id, predicted_verifier_exit=code,
                                  learned_reward=float(learned_reward), real_reward=true_reward)
         episodes += sim_episodes
+        learned_N, true_N = np.asarray(learned) == 1.0, np.asarray(true) == 1.0
+        # Precision is what selecting sessions by the learned reward keeps (regime C); None without a pass.
         summary.update(learned_reward_mean=float(np.mean(learned)), replayed_real_reward_mean=float(np.mean(true)),
-                       reward_agreement=float(np.mean(np.asarray(learned) == np.asarray(true))))
+                       reward_agreement=float(np.mean(learned_N == true_N)), learned_passes=int(learned_N.sum()),
+                       learned_pass_precision=float(true_N[learned_N].mean()) if learned_N.any() else None)
 
     if real_tasks:
         prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in real_tasks],

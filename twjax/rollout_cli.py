@@ -4,7 +4,8 @@
 
 Tasks are drawn fresh from the procedural families (`--families`, default all; `--seed`). The
 episodes are Episode JSONL (replayable with `twjax replay`, scorable with `twjax evaluate`); the
-last stdout line is a JSON summary: rewards, and the agreement between the learned and real reward.
+last stdout line is a JSON summary: rewards, the agreement between the learned and real reward, and
+the share of learned passes that pass for real.
 """
 import argparse
 import json
