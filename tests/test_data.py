@@ -376,6 +376,27 @@ def test_selection_copy_examples_by_hand(setup):
                                              copy_select_fraction=-0.1), shard=(0, 1))
 
 
+def test_names_fraction_sets_the_kind_of_selection(setup):
+    _, _, tok = setup
+    token_ids = data.copy_token_ids(tok)
+    names_cue, lines_cue = data.selection_cues(token_ids)
+
+    def cues(names_fraction):
+        make = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, select_fraction=1.0,
+                                names_fraction=names_fraction)
+        return [ex["inputs"][np.flatnonzero(ex["weights"])[0]] for ex in (make.map(i)[0] for i in range(40))]
+
+    assert set(cues(1.0)) == {names_cue} and set(cues(0.0)) == {lines_cue}
+    # the default draws what selections drew before the knob existed: half and half
+    assert cues(0.5) == [ex["inputs"][np.flatnonzero(ex["weights"])[0]] for ex in
+                         (data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, select_fraction=1.0).map(i)[0]
+                          for i in range(40))]
+    assert 10 < cues(0.5).count(names_cue) < 30
+    with pytest.raises(ValueError, match="copy_names_fraction"):
+        data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
+                                             copy_select_fraction=0.5, copy_names_fraction=1.5), shard=(0, 1))
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)

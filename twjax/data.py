@@ -25,7 +25,8 @@ names and file contents from the session needs. Never in the valid split. With
 config.data.copy_lines_fraction some of them are listings whose lines share most of their prefix
 (line_listing): copying those needs induction that matches on more than the previous token. With
 config.data.copy_select_fraction some listings are followed by a selection from them instead of
-all of them (line_selection): a run of lines, or the names of a run of lines.
+all of them (line_selection): a run of lines, or (a fraction config.data.copy_names_fraction of
+them, 0.5 by default) the names of a run of lines.
 
 The training iterator is a grain DatasetIterator: `get_state()` is a JSON-able dict, and
 `set_state(state)` resumes at exactly the next batch. In orbax, save it with
@@ -176,12 +177,14 @@ class CopyExample(grain.transforms.Map):
     of (seed, index): A of 8..min(128, seq_len/3) tokens drawn from `token_ids`, B of
     0..min(64, seq_len/6), then A. Short: what grows induction is the number of examples.
     A fraction `lines_fraction` of them are listings instead (line_listing), and a fraction
-    `select_fraction` of those repeat a selection from the listing (line_selection), not all of it."""
+    `select_fraction` of those repeat a selection from the listing (line_selection), not all of it,
+    a fraction `names_fraction` of the selections its names column."""
     token_ids: np.ndarray
     seq_len: int
     seed: int
     lines_fraction: float = 0.0
     select_fraction: float = 0.0
+    names_fraction: float = 0.5
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
@@ -192,7 +195,8 @@ class CopyExample(grain.transforms.Map):
             copied = second = lines_NxW.ravel()
             select_rng = np.random.default_rng((self.seed, int(index), 2))
             if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
-                second = line_selection(select_rng, lines_NxW, prefix_len, selection_cues(self.token_ids))
+                second = line_selection(select_rng, lines_NxW, prefix_len, selection_cues(self.token_ids),
+                                        self.names_fraction)
         else:
             rng = np.random.default_rng((self.seed, int(index)))
             copied = second = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
@@ -241,15 +245,15 @@ def selection_cues(token_ids: np.ndarray) -> tuple[int, int]:
 
 
 def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int,
-                   cues: tuple[int, int]) -> np.ndarray:
+                   cues: tuple[int, int], names_fraction: float = 0.5) -> np.ndarray:
     """[cue, selection]: a run of whole lines, as `head`, `tail` or `ls -l` of one directory repeat a
-    listing (half the time), or the names of a run of lines, one a line, as plain `ls` prints what
-    `ls -l` listed. A run opens at any line and ends at any later one. Writing the names column
+    listing, or (a fraction `names_fraction` of the time) the names of a run of lines, one a line,
+    as plain `ls` prints what `ls -l` listed. A run opens at any line and ends at any later one. Writing the names column
     takes finding where the last name written stood and skipping the next line's prefix."""
     start = int(rng.integers(0, len(lines_NxW)))
     run_RxW = lines_NxW[start:int(rng.integers(start + 1, len(lines_NxW) + 1))]
     names_cue, lines_cue = cues
-    if rng.random() < 0.5:
+    if rng.random() >= names_fraction:
         return np.concatenate([[lines_cue], run_RxW.ravel()])
     return np.concatenate([[names_cue], run_RxW[:, prefix_len:].ravel()])
 
@@ -324,7 +328,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     config.data fields: packing_bins (64), num_threads (2, reader threads per process),
     copy_fraction (0.0: the fraction of records that are synthetic copy examples), copy_lines_fraction
     (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
-    listings followed by a selection from them)."""
+    listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
+    that are a names column)."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
@@ -342,10 +347,14 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         select_fraction = float(_field(config, "copy_select_fraction", 0.0))
         if not 0.0 <= select_fraction <= 1.0:
             raise ValueError(f"data.copy_select_fraction must be in [0, 1], got {select_fraction}")
+        names_fraction = float(_field(config, "copy_names_fraction", 0.5))
+        if not 0.0 <= names_fraction <= 1.0:
+            raise ValueError(f"data.copy_names_fraction must be in [0, 1], got {names_fraction}")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
-            CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction))
+            CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
+                        names_fraction))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))
