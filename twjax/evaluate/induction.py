@@ -48,10 +48,12 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     and only a match on the line so far (or on the previous line) picks the right one.
     `names_only` repeats the names column instead, opened by the names cue (data.selection_cues),
     [name, newline] a line, as plain `ls` lists what `ls -l` did, and scores the names after the
-    first: the token before each is a newline, so one-token induction repeats the name just written."""
+    first: the token before each is a newline, so one-token induction repeats the name just written.
+    `predicted` says what the argmax wrote in each scored place, as shares: the right name, the
+    previous line's name, another name of the listing, the newline, a prefix token, or other."""
     ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
     n_lines, prefix_len, line_len = 6, 6, 8
-    rows, names = [], []
+    rows, names, listings = [], [], []
     for _ in range(n_examples):
         shared, newline = rng.choice(ids, prefix_len), rng.choice(ids)
         lines = []
@@ -67,16 +69,40 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
             repeated = listing_LxW.ravel()
             names.append([second + line * line_len + prefix_len for line in range(n_lines)])
         rows.append(np.concatenate([listing_LxW.ravel(), rng.choice(ids, 10), repeated]).astype(np.int32))
+        listings.append(listing_LxW)
     tokens_BxT = np.stack(rows)
     predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
-    hits = [predicted_BxT[row, pos - 1] == tokens_BxT[row, pos]
-            for row, positions in enumerate(names) for pos in positions]
-    return {"accuracy": float(np.mean(hits)), "examples": n_examples, "targets": len(hits)}
+    kinds = []
+    for row, positions in enumerate(names):
+        listing_LxW = listings[row]
+        first_line = 1 if names_only else 0
+        for line, pos in enumerate(positions, start=first_line):
+            kinds.append(_kind_of(int(predicted_BxT[row, pos - 1]), listing_LxW, line, prefix_len))
+    shares = {kind: kinds.count(kind) / len(kinds) for kind in _KINDS}
+    return {"accuracy": shares["right"], "examples": n_examples, "targets": len(kinds), "predicted": shares}
+
+
+_KINDS = ("right", "previous_name", "other_name", "newline", "prefix", "other")
+
+
+def _kind_of(token: int, listing_LxW: np.ndarray, line: int, prefix_len: int) -> str:
+    names_L = listing_LxW[:, prefix_len]
+    if token == names_L[line]:
+        return "right"
+    if line > 0 and token == names_L[line - 1]:
+        return "previous_name"
+    if token in names_L:
+        return "other_name"
+    if token == listing_LxW[0, -1]:
+        return "newline"
+    return "prefix" if token in listing_LxW[:, :prefix_len] else "other"
 
 
 def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
-    """copy_accuracy's result with the line-copy probe's accuracies under "line_names"."""
+    """copy_accuracy's result with the line-copy probe's accuracies under "line_names", and what the
+    model wrote instead of the names column's names under "names_column_predicted"."""
+    names_column = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True)
     return copy_accuracy(model, tok) | {"line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
         "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
-        "names_column": line_copy_accuracy(model, tok, shared_prefix=True, names_only=True)["accuracy"]}}
+        "names_column": names_column["accuracy"]}, "names_column_predicted": names_column["predicted"]}

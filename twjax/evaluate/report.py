@@ -185,6 +185,8 @@ def main(args) -> int:
               f"{probe['line_names']['shared_prefix']:.3f} after a shared prefix, "
               f"{probe['line_names']['unique_prefix']:.3f} after unique ones, "
               f"{probe['line_names']['names_column']:.3f} as a names column", file=sys.stderr)
+        print("names column, what was written: " + ", ".join(
+            f"{kind} {share:.3f}" for kind, share in probe["names_column_predicted"].items()), file=sys.stderr)
     print(f"wrote {out_dir / 'report.json'}, {len(pngs)} plots, TensorBoard events in {out_dir / 'tb'}",
           file=sys.stderr)
     if args.json:
