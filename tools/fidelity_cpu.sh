@@ -13,10 +13,14 @@
 # them (data.copy_select_fraction: a run of lines, as head and tail print, or the names of a run of
 # lines, as plain ls prints), from the listing warm-up continued 600 steps with selections. About
 # 2 x 6 min of collection, 6 x 35-65 min of training (by the VM's speed that day) and 6 x ~5 min
-# of evaluation on 2 cores. Name runs to train only those. Re-running skips what is done and
-# resumes the rest.
+# of evaluation on 2 cores. Three warm-ups alone ask whether the names column can be learnt: from
+# scratch, 1,500 steps of copy examples that are all a listing followed by its names column
+# (data.copy_names_fraction=1), with the tiny preset (warmup-names, ~15 min), with a KV head per
+# query head (warmup-names-mha) and with 8 layers (warmup-names-deep, ~30 min). Name runs to train
+# only those. Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
+#                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -59,6 +63,18 @@ if selected observed-select-smeared; then
   warmup runs/fidelity/copy-warmup-select 600 600 $selections --config.train.eval_every=50 \
     --config.train.init_from=runs/fidelity/copy-warmup-lines
 fi
+names="--config.data.copy_lines_fraction=1 --config.data.copy_select_fraction=1 --config.data.copy_names_fraction=1"
+for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-names-deep:--config.model.n_layers=8; do
+  IFS=: read -r name extra <<< "$run"
+  if selected "$name"; then
+    warmup "runs/fidelity/copy-$name" 1500 1500 $names $extra --config.train.eval_every=50  # word-split: flags
+    # Only for the copy probes (copy_probe.names_column_predicted): two sessions, one regime.
+    if [ ! -e "runs/fidelity/copy-$name/eval/report.json" ]; then
+      "${twjax[@]}" evaluate --workdir "runs/fidelity/copy-$name" --episodes "data/observed/n96/test-*.jsonl" \
+        --max-episodes 2 --regimes teacher_forced --n-boot 10 --json > "runs/fidelity/copy-$name/eval.json"
+    fi
+  fi
+done
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
