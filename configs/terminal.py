@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         copy_lines_fraction=0.0,             # copy examples that are listings (data.line_listing)
         copy_select_fraction=0.0,            # listings repeated as a selection (data.line_selection)
         copy_names_fraction=0.5,             # selections that are the listing's names column
+        copy_prefix_max=8,                   # longest prefix of a listing's lines (0: none)
         seed=0,
     ))
 

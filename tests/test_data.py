@@ -397,6 +397,34 @@ def test_names_fraction_sets_the_kind_of_selection(setup):
                                              copy_select_fraction=0.5, copy_names_fraction=1.5), shard=(0, 1))
 
 
+def test_prefix_max_bounds_the_listing_prefixes(setup):
+    _, _, tok = setup
+    token_ids = data.copy_token_ids(tok)
+    for prefix_max in (0, 3):
+        for index in range(30):
+            lines_NxW, prefix_len, _ = data.line_listing(np.random.default_rng(index), token_ids, 128, prefix_max)
+            assert min(1, prefix_max) <= prefix_len <= prefix_max
+            assert lines_NxW.shape[1] - prefix_len - 1 in (1, 2, 3)  # [prefix, name of 1-3, newline]
+    # without a prefix, a names column is the listing itself, under the names cue
+    make = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, select_fraction=1.0, names_fraction=1.0,
+                            prefix_max=0)
+    for index in range(20):
+        [example] = make.map(index)
+        ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+        start = len(ids) - np.flatnonzero(example["weights"]).size - 1
+        assert ids[start] == data.selection_cues(token_ids)[0]
+        column = ids[start + 1:]
+        assert any(np.array_equal(ids[i:i + len(column)], column) for i in range(start))
+    # the default draws what listings drew before the knob existed: filler, then a prefix of 1-8
+    for index in range(20):
+        rng = np.random.default_rng(index)
+        rng.choice(token_ids, rng.integers(0, 128 // 8 + 1))
+        assert data.line_listing(np.random.default_rng(index), token_ids, 128)[1] == int(rng.integers(1, 9))
+    with pytest.raises(ValueError, match="copy_prefix_max"):
+        data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
+                                             copy_prefix_max=9), shard=(0, 1))
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)

@@ -185,13 +185,14 @@ class CopyExample(grain.transforms.Map):
     lines_fraction: float = 0.0
     select_fraction: float = 0.0
     names_fraction: float = 0.5
+    prefix_max: int = 8
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
         # example as it was.
         lines_rng = np.random.default_rng((self.seed, int(index), 1))
         if self.lines_fraction > 0 and lines_rng.random() < self.lines_fraction:
-            lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len)
+            lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len, self.prefix_max)
             copied = second = lines_NxW.ravel()
             select_rng = np.random.default_rng((self.seed, int(index), 2))
             if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
@@ -211,15 +212,15 @@ class CopyExample(grain.transforms.Map):
 LINES_MIN_SEQ_LEN = 64
 
 
-def line_listing(rng: np.random.Generator, token_ids: np.ndarray,
-                 seq_len: int) -> tuple[np.ndarray, int, np.ndarray]:
+def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
+                 prefix_max: int = 8) -> tuple[np.ndarray, int, np.ndarray]:
     """(lines_NxW, prefix_len, filler) for a copy example whose A is a listing, as `ls -l` prints:
-    2..12 lines of [prefix (1..8 tokens), name (1..3), newline], each prefix column shared by every
-    line with probability 3/4 (mode, owner, date) or drawn per line (size). Where the prefix is shared, the
-    token before a name says nothing about which name follows: copying the right one takes knowing
+    2..12 lines of [prefix (1..prefix_max tokens, none if prefix_max is 0), name (1..3), newline],
+    each prefix column shared by every line with probability 3/4 (mode, owner, date) or drawn per
+    line (size). Where the prefix is shared, the token before a name says nothing about which name follows: copying the right one takes knowing
     which line this is, from the line so far or the previous line's name, not one-token induction."""
     filler = rng.choice(token_ids, rng.integers(0, min(32, seq_len // 8) + 1))
-    prefix_len, name_len = int(rng.integers(1, 9)), int(rng.integers(1, 4))
+    prefix_len, name_len = int(rng.integers(min(1, prefix_max), prefix_max + 1)), int(rng.integers(1, 4))
     line_len = prefix_len + name_len + 1
     max_lines = min(12, (seq_len + 1 - len(filler)) // 2 // line_len)
     n_lines = int(rng.integers(2, max_lines + 1))
@@ -329,7 +330,7 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     copy_fraction (0.0: the fraction of records that are synthetic copy examples), copy_lines_fraction
     (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
     listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
-    that are a names column)."""
+    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none)."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
@@ -350,11 +351,14 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         names_fraction = float(_field(config, "copy_names_fraction", 0.5))
         if not 0.0 <= names_fraction <= 1.0:
             raise ValueError(f"data.copy_names_fraction must be in [0, 1], got {names_fraction}")
+        prefix_max = int(_field(config, "copy_prefix_max", 8))
+        if not 0 <= prefix_max <= 8:
+            raise ValueError(f"data.copy_prefix_max must be in [0, 8], got {prefix_max}")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
             CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
-                        names_fraction))
+                        names_fraction, prefix_max))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))
