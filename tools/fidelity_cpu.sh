@@ -16,11 +16,13 @@
 # of evaluation on 2 cores. Three warm-ups alone ask whether the names column can be learnt: from
 # scratch, 1,500 steps of copy examples that are all a listing followed by its names column
 # (data.copy_names_fraction=1), with the tiny preset (warmup-names, ~15 min), with a KV head per
-# query head (warmup-names-mha) and with 8 layers (warmup-names-deep, ~30 min). Name runs to train
-# only those. Re-running skips what is done and resumes the rest.
+# query head (warmup-names-mha) and with 8 layers (warmup-names-deep, ~30 min); a fourth,
+# warmup-names-curriculum, starts on listings without prefixes. Name runs to train only those.
+# Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
+#                              [warmup-names-curriculum]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -75,6 +77,18 @@ for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-nam
     fi
   fi
 done
+# A curriculum: names columns of listings without prefixes first (the next name follows the one
+# just written, a copy of whole lines), then with prefixes, from there.
+if selected warmup-names-curriculum; then
+  warmup runs/fidelity/copy-warmup-names-noprefix 600 600 $names --config.data.copy_prefix_max=0 \
+    --config.train.eval_every=50
+  warmup runs/fidelity/copy-warmup-names-curriculum 900 900 $names --config.train.eval_every=50 \
+    --config.train.init_from=runs/fidelity/copy-warmup-names-noprefix
+  if [ ! -e runs/fidelity/copy-warmup-names-curriculum/eval/report.json ]; then
+    "${twjax[@]}" evaluate --workdir runs/fidelity/copy-warmup-names-curriculum --episodes "data/observed/n96/test-*.jsonl" \
+      --max-episodes 2 --regimes teacher_forced --n-boot 10 --json > runs/fidelity/copy-warmup-names-curriculum/eval.json
+  fi
+fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
