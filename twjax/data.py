@@ -316,6 +316,14 @@ def _field(config, name, default):
     return config.data[name] if name in config.data else default
 
 
+def _bounded(config, name, default, upper):
+    """config.data[name] (or `default`), which must lie in [0, upper]."""
+    value = float(_field(config, name, default))
+    if not 0.0 <= value <= upper:
+        raise ValueError(f"data.{name} must be in [0, {upper:g}], got {value:g}")
+    return value
+
+
 def make_encoder(config) -> EncodeEpisode:
     """The config's EncodeEpisode. Optional config.data fields: drop_labels, unimitated_labels (())."""
     data = config.data
@@ -342,18 +350,10 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     if copy_fraction > 0:
         if data.seq_len < 24:
             raise ValueError(f"copy examples need data.seq_len >= 24, got {data.seq_len}")
-        lines_fraction = float(_field(config, "copy_lines_fraction", 0.0))
-        if not 0.0 <= lines_fraction <= 1.0:
-            raise ValueError(f"data.copy_lines_fraction must be in [0, 1], got {lines_fraction}")
-        select_fraction = float(_field(config, "copy_select_fraction", 0.0))
-        if not 0.0 <= select_fraction <= 1.0:
-            raise ValueError(f"data.copy_select_fraction must be in [0, 1], got {select_fraction}")
-        names_fraction = float(_field(config, "copy_names_fraction", 0.5))
-        if not 0.0 <= names_fraction <= 1.0:
-            raise ValueError(f"data.copy_names_fraction must be in [0, 1], got {names_fraction}")
-        prefix_max = int(_field(config, "copy_prefix_max", 8))
-        if not 0 <= prefix_max <= 8:
-            raise ValueError(f"data.copy_prefix_max must be in [0, 8], got {prefix_max}")
+        lines_fraction = _bounded(config, "copy_lines_fraction", 0.0, 1.0)
+        select_fraction = _bounded(config, "copy_select_fraction", 0.0, 1.0)
+        names_fraction = _bounded(config, "copy_names_fraction", 0.5, 1.0)
+        prefix_max = int(_bounded(config, "copy_prefix_max", 8, 8))
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
