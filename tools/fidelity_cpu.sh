@@ -65,16 +65,20 @@ if selected observed-select-smeared; then
   warmup runs/fidelity/copy-warmup-select 600 600 $selections --config.train.eval_every=50 \
     --config.train.init_from=runs/fidelity/copy-warmup-lines
 fi
+# probe_report WORKDIR: a warm-up's copy probes (copy_probe.names_column_predicted) through twjax evaluate,
+# on two sessions and one regime, which the probes do not use.
+probe_report() {
+  if [ ! -e "$1/eval/report.json" ]; then
+    "${twjax[@]}" evaluate --workdir "$1" --episodes "data/observed/n96/test-*.jsonl" \
+      --max-episodes 2 --regimes teacher_forced --n-boot 10 --json > "$1/eval.json"
+  fi
+}
 names="--config.data.copy_lines_fraction=1 --config.data.copy_select_fraction=1 --config.data.copy_names_fraction=1"
 for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-names-deep:--config.model.n_layers=8; do
   IFS=: read -r name extra <<< "$run"
   if selected "$name"; then
     warmup "runs/fidelity/copy-$name" 1500 1500 $names $extra --config.train.eval_every=50  # word-split: flags
-    # Only for the copy probes (copy_probe.names_column_predicted): two sessions, one regime.
-    if [ ! -e "runs/fidelity/copy-$name/eval/report.json" ]; then
-      "${twjax[@]}" evaluate --workdir "runs/fidelity/copy-$name" --episodes "data/observed/n96/test-*.jsonl" \
-        --max-episodes 2 --regimes teacher_forced --n-boot 10 --json > "runs/fidelity/copy-$name/eval.json"
-    fi
+    probe_report "runs/fidelity/copy-$name"
   fi
 done
 # A curriculum: names columns of listings without prefixes first (the next name follows the one
@@ -84,10 +88,7 @@ if selected warmup-names-curriculum; then
     --config.train.eval_every=50
   warmup runs/fidelity/copy-warmup-names-curriculum 900 900 $names --config.train.eval_every=50 \
     --config.train.init_from=runs/fidelity/copy-warmup-names-noprefix
-  if [ ! -e runs/fidelity/copy-warmup-names-curriculum/eval/report.json ]; then
-    "${twjax[@]}" evaluate --workdir runs/fidelity/copy-warmup-names-curriculum --episodes "data/observed/n96/test-*.jsonl" \
-      --max-episodes 2 --regimes teacher_forced --n-boot 10 --json > runs/fidelity/copy-warmup-names-curriculum/eval.json
-  fi
+  probe_report runs/fidelity/copy-warmup-names-curriculum
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"

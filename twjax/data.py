@@ -217,8 +217,9 @@ def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
     """(lines_NxW, prefix_len, filler) for a copy example whose A is a listing, as `ls -l` prints:
     2..12 lines of [prefix (1..prefix_max tokens, none if prefix_max is 0), name (1..3), newline],
     each prefix column shared by every line with probability 3/4 (mode, owner, date) or drawn per
-    line (size). Where the prefix is shared, the token before a name says nothing about which name follows: copying the right one takes knowing
-    which line this is, from the line so far or the previous line's name, not one-token induction."""
+    line (size). Where the prefix is shared, the token before a name says nothing about which name
+    follows: copying the right one takes knowing which line this is, from the line so far or the
+    previous line's name, not one-token induction."""
     filler = rng.choice(token_ids, rng.integers(0, min(32, seq_len // 8) + 1))
     prefix_len, name_len = int(rng.integers(min(1, prefix_max), prefix_max + 1)), int(rng.integers(1, 4))
     line_len = prefix_len + name_len + 1
@@ -249,8 +250,9 @@ def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: 
                    cues: tuple[int, int], names_fraction: float = 0.5) -> np.ndarray:
     """[cue, selection]: a run of whole lines, as `head`, `tail` or `ls -l` of one directory repeat a
     listing, or (a fraction `names_fraction` of the time) the names of a run of lines, one a line,
-    as plain `ls` prints what `ls -l` listed. A run opens at any line and ends at any later one. Writing the names column
-    takes finding where the last name written stood and skipping the next line's prefix."""
+    as plain `ls` prints what `ls -l` listed. A run opens at any line and ends at any later one.
+    Writing the names column takes finding where the last name written stood and skipping the next
+    line's prefix."""
     start = int(rng.integers(0, len(lines_NxW)))
     run_RxW = lines_NxW[start:int(rng.integers(start + 1, len(lines_NxW) + 1))]
     names_cue, lines_cue = cues

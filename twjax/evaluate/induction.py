@@ -72,12 +72,9 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
         listings.append(listing_LxW)
     tokens_BxT = np.stack(rows)
     predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
-    kinds = []
-    for row, positions in enumerate(names):
-        listing_LxW = listings[row]
-        first_line = 1 if names_only else 0
-        for line, pos in enumerate(positions, start=first_line):
-            kinds.append(_kind_of(int(predicted_BxT[row, pos - 1]), listing_LxW, line, prefix_len))
+    first_line = 1 if names_only else 0  # a names column is scored from its second name
+    kinds = [_kind_of(int(predicted_BxT[row, pos - 1]), listings[row], line, prefix_len)
+             for row, positions in enumerate(names) for line, pos in enumerate(positions, start=first_line)]
     shares = {kind: kinds.count(kind) / len(kinds) for kind in _KINDS}
     return {"accuracy": shares["right"], "examples": n_examples, "targets": len(kinds), "predicted": shares}
 
