@@ -425,6 +425,23 @@ def test_prefix_max_bounds_the_listing_prefixes(setup):
                                              copy_prefix_max=9), shard=(0, 1))
 
 
+def test_listings_for_a_model_that_counts_lines_end_in_the_real_newline(setup):
+    _, _, tok = setup
+    token_ids, newline = data.copy_token_ids(tok), tok.id_of("\n")
+    make = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, newline_id=newline)
+    for index in range(20):
+        [example] = make.map(index)
+        ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+        listing = ids[len(ids) - np.flatnonzero(example["weights"]).size - 1:]
+        line_len = np.flatnonzero(listing == newline)[0] + 1
+        lines = listing.reshape(-1, line_len)
+        assert (lines[:, -1] == newline).all() and (ids == newline).sum() == 2 * len(lines)  # nowhere else
+    config = make_config(setup[0])
+    assert data.listing_newline_id(config, tok) == -1
+    config.model = ml_collections.ConfigDict(dict(line_embeddings=16))
+    assert data.listing_newline_id(config, tok) == newline
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)

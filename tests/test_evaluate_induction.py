@@ -85,3 +85,24 @@ def test_names_column_probe_defeats_one_token_induction(tok_and_model):
 
     prefix = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=prefix_writer)
     assert prefix["predicted"]["prefix"] > 0.85, prefix
+
+
+def test_a_model_that_counts_lines_is_probed_on_real_newlines(tok_and_model):
+    tok, model = tok_and_model
+    newline = tok.id_of("\n")
+    config = model_lib.ModelConfig.from_mapping(model.config.__dict__, line_embeddings=16, newline_id=newline)
+    seen = []
+
+    def recording_oracle(inputs_BxT):
+        seen.append(inputs_BxT)
+        return induction_oracle(inputs_BxT)
+
+    lines_model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+    column = induction.line_copy_accuracy(lines_model, tok, shared_prefix=True, names_only=True,
+                                          predict=recording_oracle)
+    # every line of the listing and of its names column ends in the newline, which nothing else is
+    # (the last one is the target of the last input position)
+    assert ((seen[0] == newline).sum(axis=1) == 6 + 5).all()
+    assert column["predicted"]["previous_name"] > 0.7, column  # still beyond one-token induction
+    induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=recording_oracle)
+    assert (seen[1] == newline).sum() < 32  # drawn newlines: the real one only by chance

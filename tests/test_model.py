@@ -9,11 +9,13 @@ from decoding_check import assert_decoding_equals_full_forward
 from twjax import model as model_lib
 
 CONFIG = model_lib.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=64)
+NEWLINE, RESETS = 5, (3, 4)  # random_tokens makes about one token in five a newline, one in eleven a reset
+LINES = dict(line_embeddings=4, newline_id=NEWLINE, line_reset_ids=RESETS)  # 4: lines and columns past 3 share
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain", "smeared_keys"])
+@pytest.fixture(scope="module", params=[{}, dict(smeared_keys=True), LINES], ids=["plain", "smeared_keys", "lines"])
 def model(request):
-    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=request.param)
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, **request.param)
     return model_lib.Transformer(config, rngs=nnx.Rngs(0))
 
 
@@ -23,7 +25,29 @@ forward_cached = nnx.jit(lambda m, tokens, valid, cache: m.forward_cached(tokens
 
 
 def random_tokens(shape, seed=1):
-    return jax.random.randint(jax.random.key(seed), shape, 0, CONFIG.vocab_size)
+    tokens = jax.random.randint(jax.random.key(seed), shape, 0, CONFIG.vocab_size + 28)
+    return jnp.where(tokens >= CONFIG.vocab_size + 9, NEWLINE, jnp.where(tokens >= CONFIG.vocab_size, RESETS[0], tokens))
+
+
+def test_line_columns_on_a_hand_made_sequence():
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, **LINES)
+    n, r = NEWLINE, RESETS[1]
+    tokens = jnp.array([[7, 8, n, 9, n, n, 7, r, 8, n, 9, 9],
+                        [7, n, 8, 8, r, 9, n, 7, 7, 7, 7, 7]])
+    starts = jnp.zeros((2, 12), bool).at[1, 7].set(True)  # row 1: a new segment at 7
+    line, column = model_lib.line_columns(tokens, starts, config, jnp.array([2, 0]), jnp.array([5, 0]))
+    # Row 0 continues line 2 at column 5 (a chunk after earlier tokens); the reset at 7 restarts.
+    np.testing.assert_array_equal(line[0], [2, 2, 2, 3, 3, 4, 5, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(column[0], [5, 6, 7, 0, 1, 0, 0, 0, 1, 2, 0, 1])
+    np.testing.assert_array_equal(line[1], [0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(column[1], [0, 1, 0, 1, 0, 1, 2, 0, 1, 2, 3, 4])
+
+
+def test_line_embeddings_need_a_newline_id():
+    with pytest.raises(ValueError, match="newline id"):
+        model_lib.ModelConfig.from_mapping(CONFIG.__dict__, line_embeddings=4)
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, **dict(LINES, line_reset_ids=[3, 4]))
+    assert config.line_reset_ids == RESETS  # as a checkpoint's JSON config gives it: a list
 
 
 def test_forward_shapes_and_dtype(model):

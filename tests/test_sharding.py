@@ -45,16 +45,21 @@ def make_batch(rng):
     segments[:, 10:] = 2
     segments[::3, 14:] = 0
     positions = np.concatenate([np.arange(10), np.arange(6)])[None].repeat(b, 0).astype(np.int32)
-    return dict(inputs_BxT=rng.integers(0, 128, (b, t), dtype=np.int32),
+    inputs = rng.integers(0, 128, (b, t), dtype=np.int32)
+    inputs[:, ::3] = 5  # newlines, for the model with line embeddings (LINES)
+    return dict(inputs_BxT=inputs,
                 targets_BxT=rng.integers(0, 128, (b, t), dtype=np.int32),
                 positions_BxT=positions, segment_ids_BxT=segments,
                 weights_BxT=(segments > 0).astype(np.float32))
 
 
-@pytest.mark.parametrize("smeared_keys", [False, True])
-def test_eight_devices_match_one_device(smeared_keys):
+LINES = dict(line_embeddings=8, newline_id=5, line_reset_ids=(3,))
+
+
+@pytest.mark.parametrize("features", [{}, dict(smeared_keys=True), LINES], ids=["plain", "smeared_keys", "lines"])
+def test_eight_devices_match_one_device(features):
     assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
-    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=smeared_keys)
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, **features)
     constructor = lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0))
     batch = make_batch(np.random.default_rng(0))
 
@@ -96,7 +101,7 @@ def test_optimizer_state_follows_parameter_shardings():
 @pytest.mark.parametrize("key_layout", ["head_dim_major", "slot_major"])
 def test_cache_shardings(key_layout):
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
-    smeared = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=True)
+    smeared = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=True, **LINES)
     cache = jax.eval_shape(lambda: model_lib.init_cache(smeared, 8, 16, key_layout=key_layout))
     specs = sharding.cache_shardings(cache, mesh)
     assert specs.key_layout == key_layout
@@ -104,4 +109,4 @@ def test_cache_shardings(key_layout):
     assert {keys.spec for keys in specs.keys} == {P(("data", "fsdp"), "tensor", None, None)}
     assert {values.spec for values in specs.values_BxKxSxH} == {P(("data", "fsdp"), "tensor", None, None)}
     assert {last.spec for last in specs.last_keys_BxKxH} == {P(("data", "fsdp"), "tensor", None)}
-    assert specs.end_B.spec == P(("data", "fsdp"))
+    assert specs.end_B.spec == specs.line_B.spec == specs.column_B.spec == P(("data", "fsdp"))

@@ -227,6 +227,19 @@ def test_resume_check_accepts_a_field_added_since_the_run_started_while_it_is_of
         checkpoint_io.check_resumable(workdir, train.resolve_config(tiny_config(dataset, **{"model.smeared_keys": True})))
 
 
+def test_line_embeddings_take_the_tokenizers_ids_and_come_back_from_the_checkpoint(dataset, tmp_path):
+    config = tiny_config(dataset, **{"model.line_embeddings": 8, "train.stop_at": 2})
+    tok = tokenizer.Tokenizer.load(str(dataset[0] / "tok.model"))
+    resolved = train.resolve_config(config).model
+    assert resolved.newline_id == tok.id_of("\n")
+    assert tuple(resolved.line_reset_ids) == tuple(tok.id_of(marker) for marker in tokenizer.MARKERS)
+    assert "newline_id" not in train.resolve_config(tiny_config(dataset)).model  # off: no ids
+    train.train(config, tmp_path / "lines")
+    _, _, model = checkpoint_io.load_for_inference(tmp_path / "lines")
+    assert model.config.line_embeddings == 8 and model.config.line_reset_ids == tuple(resolved.line_reset_ids)
+    assert model.line_embed_LxD[...].shape == model.column_embed_LxD[...].shape == (8, 32)
+
+
 def test_resume_check_names_a_moved_tokenizer_when_the_workdir_lost_its_copy(dataset, runs, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(runs["killed"], workdir)

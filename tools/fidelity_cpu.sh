@@ -17,12 +17,14 @@
 # scratch, 1,500 steps of copy examples that are all a listing followed by its names column
 # (data.copy_names_fraction=1), with the tiny preset (warmup-names, ~15 min), with a KV head per
 # query head (warmup-names-mha) and with 8 layers (warmup-names-deep, ~30 min); a fourth,
-# warmup-names-curriculum, starts on listings without prefixes. Name runs to train only those.
+# warmup-names-curriculum, starts on listings without prefixes; a fifth, warmup-names-lines, has
+# line and column embeddings (model.line_embeddings), its listings the tokenizer's newline.
+# Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
-#                              [warmup-names-curriculum]
+#                              [warmup-names-curriculum] [warmup-names-lines]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -74,7 +76,8 @@ probe_report() {
   fi
 }
 names="--config.data.copy_lines_fraction=1 --config.data.copy_select_fraction=1 --config.data.copy_names_fraction=1"
-for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-names-deep:--config.model.n_layers=8; do
+for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-names-deep:--config.model.n_layers=8 \
+           warmup-names-lines:--config.model.line_embeddings=32; do
   IFS=: read -r name extra <<< "$run"
   if selected "$name"; then
     warmup "runs/fidelity/copy-$name" 1500 1500 $names $extra --config.train.eval_every=50  # word-split: flags

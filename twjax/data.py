@@ -178,7 +178,9 @@ class CopyExample(grain.transforms.Map):
     0..min(64, seq_len/6), then A. Short: what grows induction is the number of examples.
     A fraction `lines_fraction` of them are listings instead (line_listing), and a fraction
     `select_fraction` of those repeat a selection from the listing (line_selection), not all of it,
-    a fraction `names_fraction` of the selections its names column."""
+    a fraction `names_fraction` of the selections its names column. A listing's lines end in a
+    token drawn per listing, or in `newline_id` where that is set (>= 0): the tokenizer's newline,
+    for a model that counts lines by it (model.line_embeddings)."""
     token_ids: np.ndarray
     seq_len: int
     seed: int
@@ -186,13 +188,15 @@ class CopyExample(grain.transforms.Map):
     select_fraction: float = 0.0
     names_fraction: float = 0.5
     prefix_max: int = 8
+    newline_id: int = -1
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
         # example as it was.
         lines_rng = np.random.default_rng((self.seed, int(index), 1))
         if self.lines_fraction > 0 and lines_rng.random() < self.lines_fraction:
-            lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len, self.prefix_max)
+            lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len, self.prefix_max,
+                                                         self.newline_id)
             copied = second = lines_NxW.ravel()
             select_rng = np.random.default_rng((self.seed, int(index), 2))
             if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
@@ -213,20 +217,21 @@ LINES_MIN_SEQ_LEN = 64
 
 
 def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
-                 prefix_max: int = 8) -> tuple[np.ndarray, int, np.ndarray]:
+                 prefix_max: int = 8, newline_id: int = -1) -> tuple[np.ndarray, int, np.ndarray]:
     """(lines_NxW, prefix_len, filler) for a copy example whose A is a listing, as `ls -l` prints:
     2..12 lines of [prefix (1..prefix_max tokens, none if prefix_max is 0), name (1..3), newline],
     each prefix column shared by every line with probability 3/4 (mode, owner, date) or drawn per
     line (size). Where the prefix is shared, the token before a name says nothing about which name
     follows: copying the right one takes knowing which line this is, from the line so far or the
-    previous line's name, not one-token induction."""
+    previous line's name, not one-token induction. Lines end in a token drawn per listing, or in
+    `newline_id` if that is >= 0."""
     filler = rng.choice(token_ids, rng.integers(0, min(32, seq_len // 8) + 1))
     prefix_len, name_len = int(rng.integers(min(1, prefix_max), prefix_max + 1)), int(rng.integers(1, 4))
     line_len = prefix_len + name_len + 1
     max_lines = min(12, (seq_len + 1 - len(filler)) // 2 // line_len)
     n_lines = int(rng.integers(2, max_lines + 1))
     shared_columns = rng.random(prefix_len) < 0.75
-    newline = rng.choice(token_ids, 1)
+    newline = rng.choice(token_ids, 1) if newline_id < 0 else np.array([newline_id])
     token_ids = token_ids[token_ids != newline[0]]  # as no line holds a newline
     shared_prefix = rng.choice(token_ids, prefix_len)
     lines = []
@@ -340,7 +345,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     copy_fraction (0.0: the fraction of records that are synthetic copy examples), copy_lines_fraction
     (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
     listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
-    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none)."""
+    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none).
+    With model.line_embeddings, listings end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
@@ -360,7 +366,7 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
             CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
-                        names_fraction, prefix_max))
+                        names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer)))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))
@@ -370,6 +376,11 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     ds = ds.batch(batch, drop_remainder=True).map(_to_batch)
     # Batches are made in a background thread while the caller's train step runs.
     return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2).__iter__()
+
+
+def listing_newline_id(config, tok: tokenizer_lib.Tokenizer) -> int:
+    """The newline of a model that counts lines (model.line_embeddings), else -1 (drawn per listing)."""
+    return tok.id_of("\n") if config.get("model", {}).get("line_embeddings", 0) else -1
 
 
 def empty_batch(batch: int, seq_len: int) -> dict[str, np.ndarray]:

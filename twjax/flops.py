@@ -29,9 +29,10 @@ def matmul_params(config: ModelConfig) -> int:
 
 
 def total_params(config: ModelConfig) -> int:
-    """All parameters (norm scales, key-smearing mixes and the input embedding included)."""
+    """All parameters (norm scales, key-smearing mixes and the input embeddings included)."""
     smear = config.n_layers * config.n_kv_heads if config.smeared_keys else 0
-    return matmul_params(config) + config.vocab_size * config.d_model + (2 * config.n_layers + 1) * config.d_model + smear
+    embeddings = (config.vocab_size + 2 * config.line_embeddings) * config.d_model  # tokens, lines, columns
+    return matmul_params(config) + embeddings + (2 * config.n_layers + 1) * config.d_model + smear
 
 
 def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:

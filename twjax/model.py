@@ -67,6 +67,12 @@ class ModelConfig:
     attention: str = "auto"
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU)
     smeared_keys: bool = False  # each key mixes in the previous token's key (learned, per KV head)
+    # > 0: learned embeddings of each token's line and column (line_columns), that many of each
+    # (larger indices share the last), added to the token embedding. The token ids that break
+    # lines and reset the count come from the tokenizer (train.resolve_config).
+    line_embeddings: int = 0
+    newline_id: int = -1
+    line_reset_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -79,6 +85,12 @@ class ModelConfig:
             raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"unknown attention {self.attention!r}; use {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+        # A checkpoint's config comes back from JSON with a list; the graph needs it hashable.
+        object.__setattr__(self, "line_reset_ids", tuple(int(i) for i in self.line_reset_ids))
+        if self.line_embeddings < 0:
+            raise ValueError(f"line_embeddings must be >= 0, got {self.line_embeddings}")
+        if self.line_embeddings and not 0 <= self.newline_id < self.vocab_size:
+            raise ValueError(f"line_embeddings needs the tokenizer's newline id, got newline_id {self.newline_id}")
 
     @property
     def head_dim(self) -> int:
@@ -137,6 +149,35 @@ def rope(x_BxNxTxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Ar
     x1, x2 = x[..., :half], x[..., half:]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BxNxTxH.dtype)
+
+
+def line_columns(tokens_BxT: jax.Array, starts_BxT: jax.Array, config: ModelConfig,
+                 line_B: jax.Array, column_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(line_BxT, column_BxT): each token's line, the newlines since the latest reset (a token of
+    `config.line_reset_ids`, or where `starts_BxT` is set: a segment's first token), and its column,
+    the tokens since that reset or the latest newline (a newline ends its line; a reset token is
+    line 0, column 0). Before any reset or newline in the chunk the count goes on from `line_B`
+    and `column_B`, the first token's line and column.
+
+    Why: a names column (`ls` after `ls -l`) writes the name of the listing's line k+1 after that
+    of line k, behind a prefix of varying length; with no notion of lines, that takes a two-hop
+    circuit that the tiny model never learns (README, "The names column"), while a token's line
+    and column make "the name on the line after the one just copied" one lookup.
+    """
+    t = tokens_BxT.shape[1]
+    index_1xT = jnp.arange(t, dtype=jnp.int32)[None]
+    is_newline_BxT = tokens_BxT == config.newline_id
+    is_reset_BxT = starts_BxT | jnp.isin(tokens_BxT, jnp.asarray(config.line_reset_ids, jnp.int32))
+    newlines_before_BxT = jnp.cumsum(is_newline_BxT, axis=1, dtype=jnp.int32) - is_newline_BxT
+    reset_at_BxT = jax.lax.cummax(jnp.where(is_reset_BxT, index_1xT, -1), axis=1)
+    newlines_at_reset_BxT = jnp.take_along_axis(newlines_before_BxT, jnp.maximum(reset_at_BxT, 0), axis=1)
+    line_BxT = jnp.where(reset_at_BxT >= 0, newlines_before_BxT - newlines_at_reset_BxT,
+                         line_B[:, None] + newlines_before_BxT)
+    newline_at_BxT = jax.lax.cummax(jnp.where(is_newline_BxT, index_1xT, -1), axis=1)
+    line_start_BxT = jnp.maximum(reset_at_BxT, jnp.pad(newline_at_BxT[:, :-1], ((0, 0), (1, 0)), constant_values=-1) + 1)
+    column_BxT = jnp.where(line_start_BxT > 0, index_1xT - line_start_BxT,
+                           jnp.where(reset_at_BxT == 0, index_1xT, column_B[:, None] + index_1xT))
+    return line_BxT, column_BxT
 
 
 class Attention(nnx.Module):
@@ -270,6 +311,9 @@ class KVCache:
     end_B: jax.Array  # int32: slots filled per row; the next token of row b goes to slot end_B[b]
     # Smeared keys only (else empty): per layer, the newest token's key before smearing and RoPE.
     last_keys_BxKxH: tuple[jax.Array, ...] = ()
+    # Line embeddings only (else None): the line and column of row b's next token (line_columns).
+    line_B: jax.Array | None = None
+    column_B: jax.Array | None = None
     key_layout: str = struct.field(pytree_node=False, default="slot_major")
 
     @property
@@ -291,9 +335,10 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
     values_shape = tuple(sizes[axis] for axis in VALUE_CACHE_AXES)
     last_keys = tuple(jnp.zeros((batch, config.n_kv_heads, config.head_dim), config.compute_dtype)
                       for _ in range(config.n_layers) if config.smeared_keys)
+    line_B = column_B = jnp.zeros((batch,), jnp.int32) if config.line_embeddings else None
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
                    tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
-                   jnp.zeros((batch,), jnp.int32), last_keys, key_layout)
+                   jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, key_layout)
 
 
 def grow_cache(cache: KVCache, max_len: int) -> KVCache:
@@ -310,16 +355,27 @@ class Transformer(nnx.Module):
         self.config = config
         self.embed_VxD = param(rngs, (config.vocab_size, config.d_model), ("vocab", "embed"), 1.0)
         self.blocks = nnx.List([Block(config, rngs) for _ in range(config.n_layers)])
+        if config.line_embeddings:
+            self.line_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 1.0)
+            self.column_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 1.0)
         self.final_norm = RMSNorm(config.d_model)
         self.unembed_DxV = param(rngs, (config.d_model, config.vocab_size), ("embed", "vocab"),
                                  config.d_model ** -0.5)
 
-    def embed(self, tokens_BxT: jax.Array) -> jax.Array:
-        # The table is gathered whole (like any FSDP weight) so that the lookup with batch-sharded
-        # tokens yields batch-sharded activations locally; a lookup into the sharded table makes
+    def embed(self, tokens_BxT: jax.Array, lines=None) -> jax.Array:
+        """`lines`: (line_BxT, column_BxT) from line_columns, with line embeddings only."""
+        # The tables are gathered whole (like any FSDP weight) so that the lookup with batch-sharded
+        # tokens yields batch-sharded activations locally; a lookup into a sharded table makes
         # XLA replicate the [B, T, D] activations instead.
-        table_VxD = sharding.constrain(self.embed_VxD[...].astype(self.config.compute_dtype), (None, None))
-        x_BxTxD = table_VxD[tokens_BxT]
+        def lookup(table):
+            return sharding.constrain(table[...].astype(self.config.compute_dtype), (None, None))
+
+        x_BxTxD = lookup(self.embed_VxD)[tokens_BxT]
+        if self.config.line_embeddings:
+            last = self.config.line_embeddings - 1
+            line_BxT, column_BxT = lines
+            x_BxTxD = (x_BxTxD + lookup(self.line_embed_LxD)[jnp.minimum(line_BxT, last)]
+                       + lookup(self.column_embed_LxD)[jnp.minimum(column_BxT, last)])
         return sharding.constrain(x_BxTxD, ("batch", "length", "embed"))
 
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
@@ -364,7 +420,11 @@ class Transformer(nnx.Module):
             shifted = jnp.pad(k_BxKxTxH[:, :, :-1], ((0, 0), (0, 0), (1, 0), (0, 0)))
             return jnp.where(continues_Bx1xTx1, shifted, 0)
 
-        x = self.embed(tokens_BxT)
+        lines = None
+        if self.config.line_embeddings:
+            zeros_B = jnp.zeros((b,), jnp.int32)
+            lines = line_columns(tokens_BxT, ~continues_Bx1xTx1[:, 0, :, 0], self.config, zeros_B, zeros_B)
+        x = self.embed(tokens_BxT, lines)
         for block in self.blocks:
             x = block(x, positions_BxT, lambda q, k, v, block=block: attend_causal(q, k, v, block), previous)
         return self.logits(x)
@@ -395,7 +455,15 @@ class Transformer(nnx.Module):
                                                 mode="drop")
 
         keys, values, last_keys = list(cache.keys), list(cache.values_BxKxSxH), list(cache.last_keys_BxKxH)
-        x = self.embed(tokens_BxT)
+        lines, line_B, column_B = None, cache.line_B, cache.column_B
+        if self.config.line_embeddings:
+            lines = line_columns(tokens_BxT, jnp.zeros((b, t), bool), self.config, line_B, column_B)
+            last_1 = jnp.maximum(count_B - 1, 0)[:, None]
+            ends_line_B = jnp.take_along_axis(tokens_BxT, last_1, axis=1)[:, 0] == self.config.newline_id
+            line_B = jnp.where(count_B > 0, jnp.take_along_axis(lines[0], last_1, axis=1)[:, 0] + ends_line_B, line_B)
+            column_B = jnp.where(count_B > 0, jnp.where(
+                ends_line_B, 0, jnp.take_along_axis(lines[1], last_1, axis=1)[:, 0] + 1), column_B)
+        x = self.embed(tokens_BxT, lines)
         for layer, block in enumerate(self.blocks):
             def previous(k_BxKxTxH, layer=layer):
                 # The first new token's predecessor is the cache's newest token (zeros in an empty row).
@@ -411,7 +479,8 @@ class Transformer(nnx.Module):
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS, key_layout=cache.key_layout)
             x = block(x, positions_BxT, attend, previous)
         end_B = jnp.minimum(cache.end_B + count_B, slots)
-        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys), cache.key_layout)
+        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys), line_B, column_B,
+                                       cache.key_layout)
 
 
 def param_count(state) -> int:

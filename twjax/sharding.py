@@ -35,6 +35,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kv_heads", ("tensor",)),
     ("head_dim", ()),
     ("norm", ()),
+    ("lines", ()),
     ("layers", ()),
 )
 
@@ -130,6 +131,8 @@ def cache_shardings(cache: Any, mesh: Mesh, rules=RULES) -> Any:
         tuple(array_sharding(VALUE_CACHE_AXES, values.shape, mesh, rules) for values in cache.values_BxKxSxH),
         array_sharding(("batch",), cache.end_B.shape, mesh, rules),
         tuple(array_sharding(LAST_KEY_AXES, last.shape, mesh, rules) for last in cache.last_keys_BxKxH),
+        *(None if counts is None else array_sharding(("batch",), counts.shape, mesh, rules)
+          for counts in (cache.line_B, cache.column_B)),
         cache.key_layout)
 
 

@@ -215,10 +215,14 @@ class Result:
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy with model.vocab_size fixed from the tokenizer."""
+    """A copy with model.vocab_size fixed from the tokenizer, and with line embeddings the ids that
+    break and reset lines (newline; the markers)."""
     config = ml_collections.ConfigDict(config.to_dict())
     tok = tokenizer_lib.Tokenizer.load(config.data.tokenizer)
     config.model.vocab_size = checkpoint_io.resolve_vocab_size(config.model.vocab_size, tok.vocab_size)
+    if config.model.get("line_embeddings", 0):
+        config.model.newline_id = tok.id_of("\n")
+        config.model.line_reset_ids = tuple(tok.id_of(marker) for marker in tokenizer_lib.MARKERS)
     if config.data.seq_len > config.model.max_len:
         raise ValueError(f"data.seq_len {config.data.seq_len} exceeds model.max_len {config.model.max_len}")
     return config
