@@ -271,6 +271,24 @@ def test_init_from_starts_from_the_other_runs_weights(dataset, runs):
     assert_same_params(state["params"], runs["straight_dir"])
 
 
+def test_init_from_a_run_without_line_embeddings_gains_them_at_zero(dataset, runs):
+    step_dir = runs["straight_dir"] / "checkpoints" / str(runs["end"])
+    config = train.resolve_config(tiny_config(dataset, **{"train.init_from": str(step_dir), "model.line_embeddings": 8}))
+    assert checkpoint_io.gained_params(config, step_dir) == ("line_embed_LxD", "column_embed_LxD")
+    params = initial_state(config)["params"]
+    assert not np.asarray(params["line_embed_LxD"][...]).any() and not np.asarray(params["column_embed_LxD"][...]).any()
+    _, _, plain = checkpoint_io.load_for_inference(runs["straight_dir"])
+    gained = {name: params[name] for name in checkpoint_io.GAINABLE_PARAMS}
+    assert_same_params(nnx.State({name: value for name, value in params.items() if name not in gained}),
+                       runs["straight_dir"])
+    lines = nnx.merge(checkpoint_io.abstract_model(config)[0], params)
+    tokens = jnp.array([[3, 10, 5, 10, 7, 2]], jnp.int32) % config.model.vocab_size
+    np.testing.assert_allclose(lines(tokens), plain(tokens), atol=1e-6)  # the same function, to start
+    assert checkpoint_io.gained_params(tiny_config(dataset), runs["killed"]) == ()  # nothing to gain
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        checkpoint_io.gained_params(config, "/nonexistent/run")
+
+
 def learning_rates(workdir: pathlib.Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return {row["step"]: row["train/learning_rate"] for row in rows if "train/learning_rate" in row}

@@ -17,14 +17,16 @@
 # scratch, 1,500 steps of copy examples that are all a listing followed by its names column
 # (data.copy_names_fraction=1), with the tiny preset (warmup-names, ~15 min), with a KV head per
 # query head (warmup-names-mha) and with 8 layers (warmup-names-deep, ~30 min); a fourth,
-# warmup-names-curriculum, starts on listings without prefixes; a fifth, warmup-names-lines, has
-# line and column embeddings (model.line_embeddings), its listings the tokenizer's newline.
+# warmup-names-curriculum, starts on listings without prefixes; warmup-names-lines has line and
+# column embeddings (model.line_embeddings, zero at init; its listings end lines in the
+# tokenizer's newline), and warmup-names-continued goes on 900 steps from warmup-names' weights,
+# with them (copy-warmup-names-lines-continued) and, the control, without (copy-warmup-names-continued).
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
-#                              [warmup-names-curriculum] [warmup-names-lines]
+#                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -92,6 +94,14 @@ if selected warmup-names-curriculum; then
   warmup runs/fidelity/copy-warmup-names-curriculum 900 900 $names --config.train.eval_every=50 \
     --config.train.init_from=runs/fidelity/copy-warmup-names-noprefix
   probe_report runs/fidelity/copy-warmup-names-curriculum
+fi
+if selected warmup-names-continued; then
+  for run in lines-continued:--config.model.line_embeddings=32 continued:; do
+    IFS=: read -r name extra <<< "$run"
+    warmup "runs/fidelity/copy-warmup-names-$name" 900 900 $names $extra --config.train.eval_every=50 \
+      --config.train.init_from=runs/fidelity/copy-warmup-names
+    probe_report "runs/fidelity/copy-warmup-names-$name"
+  done
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"

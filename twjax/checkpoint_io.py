@@ -183,6 +183,24 @@ def restore_parts(path: str | pathlib.Path, target: dict, step: int | None = Non
             item=target, restore_args=restore_args, partial_restore=True))
 
 
+# Parameters a model may gain over the run it starts from (train.init_from): zero at init, they
+# leave the function of the weights they join as it was.
+GAINABLE_PARAMS = ("line_embed_LxD", "column_embed_LxD")
+
+
+def gained_params(config: ml_collections.ConfigDict, init_from: str | pathlib.Path) -> tuple[str, ...]:
+    """The GAINABLE_PARAMS that `config`'s model has and the run `init_from` (its workdir, its
+    checkpoints/ or one step directory) lacks."""
+    path = pathlib.Path(init_from).absolute()
+    workdir = next((p for p in (path, path.parent, path.parent.parent) if (p / "config.json").exists()), None)
+    if workdir is None:
+        raise FileNotFoundError(f"no config.json at or above {path}: is it a twjax train workdir?")
+    theirs = read_config(workdir).model
+    if config.model.get("line_embeddings", 0) and not theirs.get("line_embeddings", 0):
+        return GAINABLE_PARAMS
+    return ()
+
+
 def restore_params(path: str | pathlib.Path, abstract_params, step: int | None = None):
     """Only the parameters of a checkpoint (no optimizer state), placed as `abstract_params` says."""
     return restore_parts(path, {"params": abstract_params}, step)["params"]

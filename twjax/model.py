@@ -355,12 +355,16 @@ class Transformer(nnx.Module):
         self.config = config
         self.embed_VxD = param(rngs, (config.vocab_size, config.d_model), ("vocab", "embed"), 1.0)
         self.blocks = nnx.List([Block(config, rngs) for _ in range(config.n_layers)])
-        if config.line_embeddings:
-            self.line_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 1.0)
-            self.column_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 1.0)
         self.final_norm = RMSNorm(config.d_model)
         self.unembed_DxV = param(rngs, (config.d_model, config.vocab_size), ("embed", "vocab"),
                                  config.d_model ** -0.5)
+        if config.line_embeddings:
+            # Zero, and drawn last: at init the model is the one without them (same seed, same
+            # function), so it can also start from such a model's weights (train.init_from). Drawn at
+            # unit scale, as the token embeddings are, they kept a names-column warm-up from
+            # forming even one-token induction in 1,500 steps (README, "The names column").
+            self.line_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 0.0)
+            self.column_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 0.0)
 
     def embed(self, tokens_BxT: jax.Array, lines=None) -> jax.Array:
         """`lines`: (line_BxT, column_BxT) from line_columns, with line embeddings only."""

@@ -247,17 +247,23 @@ def init_state(config, tx, abstract_state, state_shardings):
             raise ValueError(f"{config.train.init_from} is at step {int(state['step'])}, "
                              f"not before train.steps {config.train.steps}: nothing would be trained")
         return state
-    if config.train.init_from:
-        params = checkpoint_io.restore_params(
-            config.train.init_from, checkpoint_io.placed(abstract_state["params"], state_shardings["params"]))
-        make = lambda params: {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
-        return jax.jit(make, out_shardings=state_shardings)(params)
-
-    def make():
-        cfg = checkpoint_io.model_config(config)
-        params = nnx.split(model_lib.Transformer(cfg, rngs=nnx.Rngs(config.train.seed)))[1]
+    def make(restored=None):
+        """Fresh parameters, with init_from's (`restored`: all, or all but the gained ones) over them.
+        Under jit the fresh values that get replaced are never computed."""
+        params = nnx.split(model_lib.Transformer(checkpoint_io.model_config(config), rngs=nnx.Rngs(config.train.seed)))[1]
+        for name in restored or ():
+            params[name] = restored[name]
         return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
-    return jax.jit(make, out_shardings=state_shardings)()
+
+    if not config.train.init_from:
+        return jax.jit(make, out_shardings=state_shardings)()
+    gained = checkpoint_io.gained_params(config, config.train.init_from)
+    placed = checkpoint_io.placed(abstract_state["params"], state_shardings["params"])
+    if gained:
+        placed = nnx.State({name: value for name, value in placed.items() if name not in gained})
+        print(f"init_from {config.train.init_from}: its parameters, and fresh (zero) {', '.join(gained)}")
+    restored = checkpoint_io.restore_params(config.train.init_from, placed)
+    return jax.jit(make, out_shardings=state_shardings)(restored)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Result:
