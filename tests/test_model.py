@@ -43,6 +43,16 @@ def test_line_columns_on_a_hand_made_sequence():
     np.testing.assert_array_equal(column[1], [0, 1, 0, 1, 0, 1, 2, 0, 1, 2, 3, 4])
 
 
+def test_line_embeddings_start_as_the_model_without_them():
+    """Zero at init and drawn after every other parameter: the same seed gives the same function."""
+    plain = model_lib.Transformer(CONFIG, rngs=nnx.Rngs(0))
+    lines = model_lib.Transformer(model_lib.ModelConfig.from_mapping(CONFIG.__dict__, **LINES), rngs=nnx.Rngs(0))
+    tokens = random_tokens((2, 12), seed=6)
+    np.testing.assert_array_equal(forward(lines, tokens), forward(plain, tokens))
+    lines.line_embed_LxD[...] = lines.line_embed_LxD[...] + 1.0  # and once they are not zero, they count
+    assert np.abs(np.asarray(forward(lines, tokens)) - np.asarray(forward(plain, tokens))).max() > 1e-3
+
+
 def test_line_embeddings_need_a_newline_id():
     with pytest.raises(ValueError, match="newline id"):
         model_lib.ModelConfig.from_mapping(CONFIG.__dict__, line_embeddings=4)
