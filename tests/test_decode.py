@@ -13,9 +13,13 @@ CONFIG = model_lib.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4,
 BATCH, PROMPT, SLOTS, NEW = 4, 6, 24, 8
 
 
-@pytest.fixture(scope="module")
-def split_model():
-    return nnx.split(model_lib.Transformer(CONFIG, rngs=nnx.Rngs(0)))
+# With line embeddings the cache also carries each row's line and column (newline 3, markers 1 and 2).
+LINES = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, line_embeddings=4, newline_id=3, line_reset_ids=(1, 2))
+
+
+@pytest.fixture(scope="module", params=[CONFIG, LINES], ids=["plain", "lines"])
+def split_model(request):
+    return nnx.split(model_lib.Transformer(request.param, rngs=nnx.Rngs(0)))
 
 
 def prefilled(split_model, lengths):
@@ -23,7 +27,7 @@ def prefilled(split_model, lengths):
     graphdef, state = split_model
     prompts = np.asarray(jax.random.randint(jax.random.key(7), (BATCH, PROMPT), 0, CONFIG.vocab_size))
     cache = decode.prefill_jit(graphdef, state, jnp.asarray(prompts), jnp.asarray(lengths) - 1,
-                               model_lib.init_cache(CONFIG, BATCH, SLOTS))
+                               model_lib.init_cache(nnx.merge(graphdef, state).config, BATCH, SLOTS))
     last = prompts[np.arange(BATCH), np.asarray(lengths) - 1]
     return prompts, cache, jnp.asarray(last)
 

@@ -335,7 +335,9 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
     values_shape = tuple(sizes[axis] for axis in VALUE_CACHE_AXES)
     last_keys = tuple(jnp.zeros((batch, config.n_kv_heads, config.head_dim), config.compute_dtype)
                       for _ in range(config.n_layers) if config.smeared_keys)
-    line_B = column_B = jnp.zeros((batch,), jnp.int32) if config.line_embeddings else None
+    # Two arrays, not one twice: the decode loop donates the cache, and a buffer can go once.
+    line_B, column_B = (jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32)) if config.line_embeddings \
+        else (None, None)
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
                    tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
                    jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, key_layout)
