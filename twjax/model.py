@@ -162,7 +162,8 @@ def line_columns(tokens_BxT: jax.Array, starts_BxT: jax.Array, config: ModelConf
     Why: a names column (`ls` after `ls -l`) writes the name of the listing's line k+1 after that
     of line k, behind a prefix of varying length; with no notion of lines, that takes a two-hop
     circuit that the tiny model never learns (README, "The names column"), while a token's line
-    and column make "the name on the line after the one just copied" one lookup.
+    and column make "the name on the line after the one just copied" one lookup. (The warm-ups
+    there did not learn that lookup in 1,500 steps either.)
     """
     t = tokens_BxT.shape[1]
     index_1xT = jnp.arange(t, dtype=jnp.int32)[None]
@@ -364,7 +365,7 @@ class Transformer(nnx.Module):
             # Zero, and drawn last: at init the model is the one without them (same seed, same
             # function), so it can also start from such a model's weights (train.init_from). Drawn at
             # unit scale, as the token embeddings are, they kept a names-column warm-up from
-            # forming even one-token induction in 1,500 steps (README, "The names column").
+            # forming even one-token induction in 1,110 steps (README, "The names column").
             self.line_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 0.0)
             self.column_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 0.0)
 
