@@ -162,8 +162,8 @@ def line_columns(tokens_BxT: jax.Array, starts_BxT: jax.Array, config: ModelConf
     Why: a names column (`ls` after `ls -l`) writes the name of the listing's line k+1 after that
     of line k, behind a prefix of varying length; with no notion of lines, that takes a two-hop
     circuit that the tiny model never learns (README, "The names column"), while a token's line
-    and column make "the name on the line after the one just copied" one lookup. (The warm-ups
-    there did not learn that lookup in 1,500 steps either.)
+    and column make "the name on the line after the one just copied" addressable by position.
+    (The warm-ups there did not learn that in 1,500 steps either.)
     """
     t = tokens_BxT.shape[1]
     index_1xT = jnp.arange(t, dtype=jnp.int32)[None]
