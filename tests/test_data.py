@@ -397,7 +397,7 @@ def test_names_fraction_sets_the_kind_of_selection(setup):
                                              copy_select_fraction=0.5, copy_names_fraction=1.5), shard=(0, 1))
 
 
-def test_prefix_max_bounds_the_listing_prefixes(setup):
+def test_prefix_and_name_max_bound_the_listing_lines(setup):
     _, _, tok = setup
     token_ids = data.copy_token_ids(tok)
     for prefix_max in (0, 3):
@@ -405,6 +405,12 @@ def test_prefix_max_bounds_the_listing_prefixes(setup):
             lines_NxW, prefix_len, _ = data.line_listing(np.random.default_rng(index), token_ids, 128, prefix_max)
             assert min(1, prefix_max) <= prefix_len <= prefix_max
             assert lines_NxW.shape[1] - prefix_len - 1 in (1, 2, 3)  # [prefix, name of 1-3, newline]
+    for index in range(30):  # names of one token: a line is [prefix, name, newline]
+        lines_NxW, prefix_len, _ = data.line_listing(np.random.default_rng(index), token_ids, 128, name_max=1)
+        assert lines_NxW.shape[1] == prefix_len + 2
+    with pytest.raises(ValueError, match="copy_name_max"):
+        data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
+                                             copy_name_max=0), shard=(0, 1))
     # without a prefix, a names column is the listing itself, under the names cue
     make = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, select_fraction=1.0, names_fraction=1.0,
                             prefix_max=0)

@@ -21,12 +21,15 @@
 # column embeddings (model.line_embeddings, zero at init; its listings end lines in the
 # tokenizer's newline), and warmup-names-continued goes on 900 steps from warmup-names' weights,
 # with them (copy-warmup-names-lines-continued) and, the control, without (copy-warmup-names-continued).
+# warmup-names-short-lines and its control warmup-names-short have names of one token
+# (data.copy_name_max=1, as the probe's are), so that the next name's column is the last one's.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
 #                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
+#                              [warmup-names-short-lines] [warmup-names-short]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -79,7 +82,9 @@ probe_report() {
 }
 names="--config.data.copy_lines_fraction=1 --config.data.copy_select_fraction=1 --config.data.copy_names_fraction=1"
 for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-names-deep:--config.model.n_layers=8 \
-           warmup-names-lines:--config.model.line_embeddings=32; do
+           warmup-names-lines:--config.model.line_embeddings=32 \
+           "warmup-names-short-lines:--config.model.line_embeddings=32 --config.data.copy_name_max=1" \
+           warmup-names-short:--config.data.copy_name_max=1; do
   IFS=: read -r name extra <<< "$run"
   if selected "$name"; then
     warmup "runs/fidelity/copy-$name" 1500 1500 $names $extra --config.train.eval_every=50  # word-split: flags

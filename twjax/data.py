@@ -189,6 +189,7 @@ class CopyExample(grain.transforms.Map):
     names_fraction: float = 0.5
     prefix_max: int = 8
     newline_id: int = -1
+    name_max: int = 3
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
@@ -196,7 +197,7 @@ class CopyExample(grain.transforms.Map):
         lines_rng = np.random.default_rng((self.seed, int(index), 1))
         if self.lines_fraction > 0 and lines_rng.random() < self.lines_fraction:
             lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len, self.prefix_max,
-                                                         self.newline_id)
+                                                         self.newline_id, self.name_max)
             copied = second = lines_NxW.ravel()
             select_rng = np.random.default_rng((self.seed, int(index), 2))
             if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
@@ -217,16 +218,16 @@ LINES_MIN_SEQ_LEN = 64
 
 
 def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
-                 prefix_max: int = 8, newline_id: int = -1) -> tuple[np.ndarray, int, np.ndarray]:
+                 prefix_max: int = 8, newline_id: int = -1, name_max: int = 3) -> tuple[np.ndarray, int, np.ndarray]:
     """(lines_NxW, prefix_len, filler) for a copy example whose A is a listing, as `ls -l` prints:
-    2..12 lines of [prefix (1..prefix_max tokens, none if prefix_max is 0), name (1..3), newline],
+    2..12 lines of [prefix (1..prefix_max tokens, none if prefix_max is 0), name (1..name_max), newline],
     each prefix column shared by every line with probability 3/4 (mode, owner, date) or drawn per
     line (size). Where the prefix is shared, the token before a name says nothing about which name
     follows: copying the right one takes knowing which line this is, from the line so far or the
     previous line's name, not one-token induction. Lines end in a token drawn per listing, or in
     `newline_id` if that is >= 0."""
     filler = rng.choice(token_ids, rng.integers(0, min(32, seq_len // 8) + 1))
-    prefix_len, name_len = int(rng.integers(min(1, prefix_max), prefix_max + 1)), int(rng.integers(1, 4))
+    prefix_len, name_len = int(rng.integers(min(1, prefix_max), prefix_max + 1)), int(rng.integers(1, name_max + 1))
     line_len = prefix_len + name_len + 1
     max_lines = min(12, (seq_len + 1 - len(filler)) // 2 // line_len)
     n_lines = int(rng.integers(2, max_lines + 1))
@@ -345,7 +346,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     copy_fraction (0.0: the fraction of records that are synthetic copy examples), copy_lines_fraction
     (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
     listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
-    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none).
+    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none),
+    copy_name_max (3: the longest name of a listing's lines, in tokens).
     With model.line_embeddings, listings end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
@@ -362,11 +364,14 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         select_fraction = _bounded(config, "copy_select_fraction", 0.0, 1.0)
         names_fraction = _bounded(config, "copy_names_fraction", 0.5, 1.0)
         prefix_max = int(_bounded(config, "copy_prefix_max", 8, 8))
+        name_max = int(_bounded(config, "copy_name_max", 3, 3))
+        if name_max < 1:
+            raise ValueError(f"data.copy_name_max must be 1, 2 or 3, got {name_max}")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
             CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
-                        names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer)))
+                        names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer), name_max))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))
