@@ -21,15 +21,16 @@
 # column embeddings (model.line_embeddings, zero at init; its listings end lines in the
 # tokenizer's newline), and warmup-names-continued goes on 900 steps from warmup-names' weights,
 # with them (copy-warmup-names-lines-continued) and, the control, without (copy-warmup-names-continued).
-# warmup-names-short-lines and its control warmup-names-short have names of one token
-# (data.copy_name_max=1, as the probe's are), so that the next name's column is the last one's.
+# warmup-names-short-lines has names of one token (data.copy_name_max=1, as the probe's are), so
+# that the next name's column is the last one's; warmup-names-short-continued goes on from
+# warmup-names' weights 900 steps on such names, with line embeddings and (the control) without.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
 #                              [observed-lines-smeared] [observed-select-smeared]
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
 #                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
-#                              [warmup-names-short-lines] [warmup-names-short]
+#                              [warmup-names-short-lines] [warmup-names-short-continued]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -83,8 +84,7 @@ probe_report() {
 names="--config.data.copy_lines_fraction=1 --config.data.copy_select_fraction=1 --config.data.copy_names_fraction=1"
 for run in warmup-names: warmup-names-mha:--config.model.n_kv_heads=4 warmup-names-deep:--config.model.n_layers=8 \
            warmup-names-lines:--config.model.line_embeddings=32 \
-           "warmup-names-short-lines:--config.model.line_embeddings=32 --config.data.copy_name_max=1" \
-           warmup-names-short:--config.data.copy_name_max=1; do
+           "warmup-names-short-lines:--config.model.line_embeddings=32 --config.data.copy_name_max=1"; do
   IFS=: read -r name extra <<< "$run"
   if selected "$name"; then
     warmup "runs/fidelity/copy-$name" 1500 1500 $names $extra --config.train.eval_every=50  # word-split: flags
@@ -100,14 +100,18 @@ if selected warmup-names-curriculum; then
     --config.train.init_from=runs/fidelity/copy-warmup-names-noprefix
   probe_report runs/fidelity/copy-warmup-names-curriculum
 fi
-if selected warmup-names-continued; then
-  for run in lines-continued:--config.model.line_embeddings=32 continued:; do
-    IFS=: read -r name extra <<< "$run"
+short="--config.data.copy_name_max=1"
+for run in warmup-names-continued:lines-continued:--config.model.line_embeddings=32 \
+           warmup-names-continued:continued: \
+           "warmup-names-short-continued:short-lines-continued:$short --config.model.line_embeddings=32" \
+           "warmup-names-short-continued:short-continued:$short"; do
+  IFS=: read -r selector name extra <<< "$run"
+  if selected "$selector"; then
     warmup "runs/fidelity/copy-warmup-names-$name" 900 900 $names $extra --config.train.eval_every=50 \
       --config.train.init_from=runs/fidelity/copy-warmup-names
     probe_report "runs/fidelity/copy-warmup-names-$name"
-  done
-fi
+  fi
+done
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
