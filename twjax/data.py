@@ -324,11 +324,11 @@ def _field(config, name, default):
     return config.data[name] if name in config.data else default
 
 
-def _bounded(config, name, default, upper):
-    """config.data[name] (or `default`), which must lie in [0, upper]."""
+def _bounded(config, name, default, upper, lower=0.0):
+    """config.data[name] (or `default`), which must lie in [lower, upper]."""
     value = float(_field(config, name, default))
-    if not 0.0 <= value <= upper:
-        raise ValueError(f"data.{name} must be in [0, {upper:g}], got {value:g}")
+    if not lower <= value <= upper:
+        raise ValueError(f"data.{name} must be in [{lower:g}, {upper:g}], got {value:g}")
     return value
 
 
@@ -364,9 +364,7 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         select_fraction = _bounded(config, "copy_select_fraction", 0.0, 1.0)
         names_fraction = _bounded(config, "copy_names_fraction", 0.5, 1.0)
         prefix_max = int(_bounded(config, "copy_prefix_max", 8, 8))
-        name_max = int(_bounded(config, "copy_name_max", 3, 3))
-        if name_max < 1:
-            raise ValueError(f"data.copy_name_max must be 1, 2 or 3, got {name_max}")
+        name_max = int(_bounded(config, "copy_name_max", 3, 3, lower=1))
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
