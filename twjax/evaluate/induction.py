@@ -51,18 +51,18 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     first: the token before each is a newline, so one-token induction repeats the name just written.
     `predicted` says what the argmax wrote in each scored place, as shares: the right name, the
     previous line's name, another name of the listing, the newline, a prefix token, or other.
-    A model that counts lines (line_embeddings) sees them end in the tokenizer's newline, as in a
+    A model that counts lines (line_embeddings) sees them end in the newline it counts by, as in a
     session, and no other token of the probe is one; otherwise a token drawn per example ends them."""
     ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
     real_newline = model.config.line_embeddings > 0
     if real_newline:
-        ids = ids[ids != tok.id_of("\n")]
+        ids = ids[ids != model.config.newline_id]
     n_lines, prefix_len, line_len = 6, 6, 8
     rows, names, listings = [], [], []
     for _ in range(n_examples):
         shared, newline = rng.choice(ids, prefix_len), rng.choice(ids)
         if real_newline:
-            newline = tok.id_of("\n")
+            newline = model.config.newline_id
         lines = []
         for _ in range(n_lines):
             prefix = shared if shared_prefix else rng.choice(ids, prefix_len)
