@@ -65,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         copy_names_fraction=0.5,             # selections that are the listing's names column
         copy_prefix_max=8,                   # longest prefix of a listing's lines (0: none)
         copy_name_max=3,                     # longest name of a listing's lines, in tokens (1-3)
+        copy_sessions=False,                 # listings opened by <out>, names columns from their first line
         seed=0,
     ))
 

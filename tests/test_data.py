@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from sample_episodes import make_episodes
-from twjax import data, episode as episode_lib, tokenizer as T
+import jax.numpy as jnp
+
+from twjax import data, episode as episode_lib, model as model_lib, tokenizer as T
 from twjax.episode import Episode, Turn
 
 SEQ_LEN = 256
@@ -446,6 +448,50 @@ def test_listings_for_a_model_that_counts_lines_end_in_the_real_newline(setup):
     assert data.listing_newline_id(config, tok) == -1
     config.model = ml_collections.ConfigDict(dict(line_embeddings=16))
     assert data.listing_newline_id(config, tok) == newline
+
+
+def test_session_shaped_listings_align_the_names_column_with_the_listing_by_hand(setup):
+    _, _, tok = setup
+    token_ids, newline, out = data.copy_token_ids(tok), tok.id_of("\n"), tok.out_id
+    names_cue, lines_cue = data.selection_cues(token_ids)
+    lines_config = model_lib.ModelConfig(vocab_size=640, d_model=8, n_layers=1, n_heads=1, n_kv_heads=1, d_ff=8,
+                                         max_len=256, line_embeddings=16, newline_id=newline, line_reset_ids=(out,))
+
+    def examples(**fractions):
+        make = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, newline_id=newline,
+                                session_marker_id=out, **fractions)
+        for index in range(20):
+            [example] = make.map(index)
+            ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+            assert ids[0] == out and (ids == out).sum() == 2  # each part opens with <out>, as an output does
+            second = np.flatnonzero(ids == out)[1]
+            # the targets are the second part's tokens after its <out>
+            assert (np.flatnonzero(example["weights"]) + 1 == np.arange(second + 1, len(ids))).all()
+            yield ids, second
+
+    for ids, second in examples(select_fraction=1.0, names_fraction=1.0):
+        assert ids[second - 1] == names_cue  # the cue stands before <out>, as the command does
+        listing, column = ids[1:second - 1], ids[second + 1:]  # the listing and its filler; the names column
+        line_len = np.flatnonzero(listing == newline)[0] + 1
+        names_NxW = listing[:len(listing) // line_len * line_len].reshape(-1, line_len)
+        name_len = np.flatnonzero(column == newline)[0]
+        names_NxW = names_NxW[:, line_len - name_len - 1:]
+        # a names column from the listing's first line: line k of it is line k of the listing
+        assert np.array_equal(column, names_NxW[:len(column) // (name_len + 1)].ravel())
+        line_1xT, _ = model_lib.line_columns(jnp.asarray(ids)[None], jnp.zeros((1, len(ids)), bool), lines_config,
+                                             jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+        line_T = np.asarray(line_1xT[0])
+        for k in range(len(column) // (name_len + 1)):
+            at_column = second + 1 + k * (name_len + 1)
+            at_listing = 1 + k * line_len + line_len - name_len - 1
+            assert line_T[at_column] == line_T[at_listing] == k
+    for ids, second in examples(select_fraction=1.0, names_fraction=0.0):
+        assert ids[second - 1] == lines_cue
+        run = ids[second + 1:]
+        assert any(np.array_equal(ids[i:i + len(run)], run) for i in range(1, second))
+    for ids, second in examples():  # the whole listing again, under its own <out>
+        listing = ids[second + 1:]
+        assert np.array_equal(ids[1:1 + len(listing)], listing)
 
 
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):

@@ -87,6 +87,30 @@ def test_names_column_probe_defeats_one_token_induction(tok_and_model):
     assert prefix["predicted"]["prefix"] > 0.85, prefix
 
 
+def test_session_shaped_names_column_probe_aligns_lines(tok_and_model):
+    tok, model = tok_and_model
+    seen = []
+
+    def line_oracle(inputs_BxT):
+        """Knows only that line k of the repeat is line k of the listing, each counted from <out>:
+        after the newline that ends the repeat's line k - 1 it writes the listing's line k's name."""
+        seen.append(inputs_BxT)
+        predicted = induction_oracle(inputs_BxT)
+        for row, tokens in enumerate(inputs_BxT):
+            listing_at, repeat_at = np.flatnonzero(tokens == tok.out_id)
+            for line in range(1, 6):
+                predicted[row, repeat_at + line * 2] = tokens[listing_at + 1 + line * 8 + 6]
+        return predicted
+
+    aligned = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=line_oracle,
+                                           session=True)
+    assert aligned["accuracy"] == 1.0 and aligned["targets"] == 32 * 5
+    assert (seen[0][:, 0] == tok.out_id).all() and ((seen[0] == tok.out_id).sum(axis=1) == 2).all()
+    oracle = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=induction_oracle,
+                                          session=True)
+    assert oracle["accuracy"] < 0.1 and oracle["predicted"]["previous_name"] > 0.7, oracle
+
+
 def test_a_model_that_counts_lines_is_probed_on_real_newlines(tok_and_model):
     tok, model = tok_and_model
     newline = tok.id_of("\n")

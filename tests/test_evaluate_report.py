@@ -170,7 +170,8 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert set(out["baselines"]) == {"trivial", "ngram"} and "fs_f1" in out
     assert out["meta"]["episodes"] == 5 and out["meta"]["ngram_backoff_hits"]
     assert 0.0 <= out["copy_probe"]["accuracy"] <= 1.0 and out["copy_probe"]["examples"] == 32
-    assert set(out["copy_probe"]["line_names"]) == {"shared_prefix", "unique_prefix", "names_column"}
+    assert set(out["copy_probe"]["line_names"]) == {"shared_prefix", "unique_prefix", "names_column",
+                                                        "names_column_session"}
     assert set(out["copy_probe"]["names_column_predicted"]) == {"right", "previous_name", "other_name", "newline",
                                                                 "prefix", "other"}
     saved = json.loads((workdir / "eval" / "report.json").read_text())

@@ -190,26 +190,36 @@ class CopyExample(grain.transforms.Map):
     prefix_max: int = 8
     newline_id: int = -1
     name_max: int = 3
+    session_marker_id: int = -1
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
         # example as it was.
         lines_rng = np.random.default_rng((self.seed, int(index), 1))
+        unweighted = 1
         if self.lines_fraction > 0 and lines_rng.random() < self.lines_fraction:
             lines_NxW, prefix_len, filler = line_listing(lines_rng, self.token_ids, self.seq_len, self.prefix_max,
                                                          self.newline_id, self.name_max)
             copied = second = lines_NxW.ravel()
             select_rng = np.random.default_rng((self.seed, int(index), 2))
-            if self.select_fraction > 0 and select_rng.random() < self.select_fraction:
+            selected = self.select_fraction > 0 and select_rng.random() < self.select_fraction
+            if selected:
                 second = line_selection(select_rng, lines_NxW, prefix_len, selection_cues(self.token_ids),
-                                        self.names_fraction)
+                                        self.names_fraction, names_from_first=self.session_marker_id >= 0)
+            if self.session_marker_id >= 0:
+                marker = [self.session_marker_id]
+                copied = np.concatenate([marker, copied])
+                second = np.concatenate([second[:1], marker, second[1:]] if selected else [marker, second])
+                unweighted = 2 if selected else 1  # the selection's first target is its first token after the marker
         else:
             rng = np.random.default_rng((self.seed, int(index)))
             copied = second = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
             filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
         ids = np.concatenate([copied, filler, second]).astype(np.int32)
         weights = np.zeros(len(ids) - 1, np.float32)
-        weights[len(copied) + len(filler):] = 1.0  # the second part's targets but its first token (for a selection, its cue)
+        # The second part's targets but its first token (for a selection, its cue), or in a session
+        # shape those after its marker.
+        weights[len(copied) + len(filler) + unweighted - 1:] = 1.0
         return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
                  "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
 
@@ -253,18 +263,19 @@ def selection_cues(token_ids: np.ndarray) -> tuple[int, int]:
 
 
 def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int,
-                   cues: tuple[int, int], names_fraction: float = 0.5) -> np.ndarray:
+                   cues: tuple[int, int], names_fraction: float = 0.5, names_from_first: bool = False) -> np.ndarray:
     """[cue, selection]: a run of whole lines, as `head`, `tail` or `ls -l` of one directory repeat a
     listing, or (a fraction `names_fraction` of the time) the names of a run of lines, one a line,
     as plain `ls` prints what `ls -l` listed. A run opens at any line and ends at any later one.
     Writing the names column takes finding where the last name written stood and skipping the next
-    line's prefix."""
+    line's prefix. With `names_from_first` a names run opens at the listing's first line, as plain
+    `ls` after `ls -l` of the same directory does (the draws are those of any run)."""
     start = int(rng.integers(0, len(lines_NxW)))
-    run_RxW = lines_NxW[start:int(rng.integers(start + 1, len(lines_NxW) + 1))]
+    end = int(rng.integers(start + 1, len(lines_NxW) + 1))
     names_cue, lines_cue = cues
     if rng.random() >= names_fraction:
-        return np.concatenate([[lines_cue], run_RxW.ravel()])
-    return np.concatenate([[names_cue], run_RxW[:, prefix_len:].ravel()])
+        return np.concatenate([[lines_cue], lines_NxW[start:end].ravel()])
+    return np.concatenate([[names_cue], lines_NxW[0 if names_from_first else start:end, prefix_len:].ravel()])
 
 
 def copy_token_ids(tokenizer: tokenizer_lib.Tokenizer) -> np.ndarray:
@@ -347,7 +358,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
     listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
     that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none),
-    copy_name_max (3: the longest name of a listing's lines, in tokens).
+    copy_name_max (3: the longest name of a listing's lines, in tokens), copy_sessions (False: listings
+    shaped as in a session, each part opened by `<out>`, names columns from the listing's first line).
     With model.line_embeddings, listings end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
@@ -369,7 +381,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
             CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
-                        names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer), name_max))
+                        names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer), name_max,
+                        encode.tokenizer.out_id if _field(config, "copy_sessions", False) else -1))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))

@@ -333,7 +333,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
             probe = induction.copy_probes(nnx.merge(graphdef, state["params"]), tokenizer)
         return {"eval/copy_accuracy": probe["accuracy"], "eval/line_copy_shared": probe["line_names"]["shared_prefix"],
                 "eval/line_copy_unique": probe["line_names"]["unique_prefix"],
-                "eval/line_copy_names_column": probe["line_names"]["names_column"]}
+                "eval/line_copy_names_column": probe["line_names"]["names_column"],
+                "eval/line_copy_names_session": probe["line_names"]["names_column_session"]}
 
     def evaluate(step: int) -> float:
         sums = zero_sums()
@@ -347,7 +348,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                  f"copy probe {values.get('eval/copy_accuracy', float('nan')):.3f}, lines "
                  f"{values.get('eval/line_copy_shared', float('nan')):.3f} shared / "
                  f"{values.get('eval/line_copy_unique', float('nan')):.3f} unique prefix / "
-                 f"{values.get('eval/line_copy_names_column', float('nan')):.3f} names column")
+                 f"{values.get('eval/line_copy_names_column', float('nan')):.3f} names column / "
+                 f"{values.get('eval/line_copy_names_session', float('nan')):.3f} in a session's shape")
         return values["eval/loss"]
 
     def checkpoint(step: int) -> None:

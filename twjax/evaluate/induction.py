@@ -40,7 +40,8 @@ def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
 
 
 def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, names_only: bool = False,
-                       n_examples: int = 32, predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+                       n_examples: int = 32, predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                       session: bool = False) -> dict:
     """Copying lines, as a listing repeated later in a session: six lines of [prefix (6 tokens),
     name, newline], 10 filler tokens, the six lines again. Scored on the second copy's names only.
     With `shared_prefix` every line opens with the same prefix, as `ls -l` lines do: the token
@@ -52,7 +53,9 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     `predicted` says what the argmax wrote in each scored place, as shares: the right name, the
     previous line's name, another name of the listing, the newline, a prefix token, or other.
     A model that counts lines (line_embeddings) sees them end in the newline it counts by, as in a
-    session, and no other token of the probe is one; otherwise a token drawn per example ends them."""
+    session, and no other token of the probe is one; otherwise a token drawn per example ends them.
+    `session` shapes it as data.CopyExample's copy_sessions do: the listing opens with `<out>`, and
+    the repeat is [cue, `<out>`, ...], so that line k of the repeat is line k of the listing."""
     ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
     real_newline = model.config.line_embeddings > 0
     if real_newline:
@@ -68,14 +71,15 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
             prefix = shared if shared_prefix else rng.choice(ids, prefix_len)
             lines.append(np.concatenate([prefix, rng.choice(ids, 1), [newline]]))
         listing_LxW = np.stack(lines)
-        second = len(lines) * line_len + 10
+        opened = [tok.out_id] if session else []
+        second = len(opened) + len(lines) * line_len + 10
         if names_only:
-            repeated = np.concatenate([[data.selection_cues(ids)[0]], listing_LxW[:, prefix_len:].ravel()])
-            names.append([second + 1 + line * 2 for line in range(1, n_lines)])
+            repeated = np.concatenate([[data.selection_cues(ids)[0]], opened, listing_LxW[:, prefix_len:].ravel()])
+            names.append([second + 1 + len(opened) + line * 2 for line in range(1, n_lines)])
         else:
-            repeated = listing_LxW.ravel()
-            names.append([second + line * line_len + prefix_len for line in range(n_lines)])
-        rows.append(np.concatenate([listing_LxW.ravel(), rng.choice(ids, 10), repeated]).astype(np.int32))
+            repeated = np.concatenate([opened, listing_LxW.ravel()])
+            names.append([second + len(opened) + line * line_len + prefix_len for line in range(n_lines)])
+        rows.append(np.concatenate([opened, listing_LxW.ravel(), rng.choice(ids, 10), repeated]).astype(np.int32))
         listings.append(listing_LxW)
     tokens_BxT = np.stack(rows)
     predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
@@ -109,4 +113,7 @@ def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
     return copy_accuracy(model, tok) | {"line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
         "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
-        "names_column": names_column["accuracy"]}, "names_column_predicted": names_column["predicted"]}
+        "names_column": names_column["accuracy"],
+        "names_column_session": line_copy_accuracy(model, tok, shared_prefix=True, names_only=True,
+                                                   session=True)["accuracy"]},
+        "names_column_predicted": names_column["predicted"]}

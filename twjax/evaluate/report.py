@@ -184,7 +184,8 @@ def main(args) -> int:
         print(f"copy probe (synthetic [A, B, A]): accuracy {probe['accuracy']:.3f}; names of repeated lines: "
               f"{probe['line_names']['shared_prefix']:.3f} after a shared prefix, "
               f"{probe['line_names']['unique_prefix']:.3f} after unique ones, "
-              f"{probe['line_names']['names_column']:.3f} as a names column", file=sys.stderr)
+              f"{probe['line_names']['names_column']:.3f} as a names column "
+              f"({probe['line_names']['names_column_session']:.3f} in a session's shape)", file=sys.stderr)
         print("names column, what was written: " + ", ".join(
             f"{kind} {share:.3f}" for kind, share in probe["names_column_predicted"].items()), file=sys.stderr)
     print(f"wrote {out_dir / 'report.json'}, {len(pngs)} plots, TensorBoard events in {out_dir / 'tb'}",
