@@ -24,6 +24,9 @@
 # warmup-names-short-lines has names of one token (data.copy_name_max=1, as the probe's are), so
 # that the next name's column is the last one's; warmup-names-short-continued goes on from
 # warmup-names' weights 900 steps on such names, with line embeddings and (the control) without.
+# warmup-names-session-continued goes on 900 steps from warmup-names' weights on listings shaped as
+# in a session (data.copy_sessions: each part opened by <out>, the names column from the listing's
+# first line, so that its line k is the listing's line k), with line embeddings and without.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -31,6 +34,7 @@
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
 #                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
 #                              [warmup-names-short-lines] [warmup-names-short-continued]
+#                              [warmup-names-session-continued]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -101,10 +105,13 @@ if selected warmup-names-curriculum; then
   probe_report runs/fidelity/copy-warmup-names-curriculum
 fi
 short="--config.data.copy_name_max=1"
+session="--config.data.copy_sessions=True"
 for run in warmup-names-continued:lines-continued:--config.model.line_embeddings=32 \
            warmup-names-continued:continued: \
            "warmup-names-short-continued:short-lines-continued:$short --config.model.line_embeddings=32" \
-           "warmup-names-short-continued:short-continued:$short"; do
+           "warmup-names-short-continued:short-continued:$short" \
+           "warmup-names-session-continued:session-lines-continued:$session --config.model.line_embeddings=32" \
+           "warmup-names-session-continued:session-continued:$session"; do
   IFS=: read -r selector name extra <<< "$run"
   if selected "$selector"; then
     warmup "runs/fidelity/copy-warmup-names-$name" 900 900 $names $extra --config.train.eval_every=50 \
