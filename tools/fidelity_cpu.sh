@@ -26,7 +26,8 @@
 # warmup-names' weights 900 steps on such names, with line embeddings and (the control) without.
 # warmup-names-session-continued goes on 900 steps from warmup-names' weights on listings shaped as
 # in a session (data.copy_sessions: each part opened by <out>, the names column from the listing's
-# first line, so that its line k is the listing's line k), with line embeddings and without.
+# first line, so that its line k is the listing's line k), with line embeddings and without;
+# warmup-names-session-longer goes on 2,700 steps more from the one with them (~33 min).
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -34,7 +35,7 @@
 #                              [warmup-names] [warmup-names-mha] [warmup-names-deep]
 #                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
 #                              [warmup-names-short-lines] [warmup-names-short-continued]
-#                              [warmup-names-session-continued]
+#                              [warmup-names-session-continued] [warmup-names-session-longer]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -119,6 +120,11 @@ for run in warmup-names-continued:lines-continued:--config.model.line_embeddings
     probe_report "runs/fidelity/copy-warmup-names-$name"
   fi
 done
+if selected warmup-names-session-longer; then
+  warmup runs/fidelity/copy-warmup-names-session-longer 2700 2700 $names $session --config.model.line_embeddings=32 \
+    --config.train.eval_every=100 --config.train.init_from=runs/fidelity/copy-warmup-names-session-lines-continued
+  probe_report runs/fidelity/copy-warmup-names-session-longer
+fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
