@@ -172,8 +172,8 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert 0.0 <= out["copy_probe"]["accuracy"] <= 1.0 and out["copy_probe"]["examples"] == 32
     assert set(out["copy_probe"]["line_names"]) == {"shared_prefix", "unique_prefix", "names_column",
                                                         "names_column_session"}
-    assert set(out["copy_probe"]["names_column_predicted"]) == {"right", "previous_name", "other_name", "newline",
-                                                                "prefix", "other"}
+    for key in ("names_column_predicted", "names_column_session_predicted"):
+        assert set(out["copy_probe"][key]) == {"right", "previous_name", "other_name", "newline", "prefix", "other"}
     saved = json.loads((workdir / "eval" / "report.json").read_text())
     assert "curves" in saved["self_conditioned"]
     lines = (workdir / "eval" / "turns.jsonl").read_text().splitlines()

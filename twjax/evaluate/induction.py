@@ -108,12 +108,12 @@ def _kind_of(token: int, listing_LxW: np.ndarray, line: int, prefix_len: int) ->
 
 def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
     """copy_accuracy's result with the line-copy probe's accuracies under "line_names", and what the
-    model wrote instead of the names column's names under "names_column_predicted"."""
+    model wrote instead of the names column's names under "names_column_predicted" (in a session's
+    shape: "names_column_session_predicted")."""
     names_column = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True)
+    in_session = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True)
     return copy_accuracy(model, tok) | {"line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
         "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
-        "names_column": names_column["accuracy"],
-        "names_column_session": line_copy_accuracy(model, tok, shared_prefix=True, names_only=True,
-                                                   session=True)["accuracy"]},
-        "names_column_predicted": names_column["predicted"]}
+        "names_column": names_column["accuracy"], "names_column_session": in_session["accuracy"]},
+        "names_column_predicted": names_column["predicted"], "names_column_session_predicted": in_session["predicted"]}
