@@ -9,7 +9,7 @@ from sample_episodes import make_episodes
 from twjax import grounded, rollout, rollout_episodes
 from twjax import model as model_lib
 from twjax import tokenizer as tokenizer_lib
-from twjax.episode import write_jsonl
+from twjax.episode import Episode, write_jsonl
 from twjax.harness.session import open_session, resolve_backend
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks import registry
@@ -159,6 +159,50 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
     assert batch.summary["reward_agreement"] == pytest.approx(float(np.mean(learned == 0.0)))
     assert batch.summary["learned_passes"] == int(learned.sum())  # every real reward is 0: no pass is right
     assert batch.summary["learned_pass_precision"] == (0.0 if learned.any() else None)
+
+
+def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, backend):
+    """With observe, each session (learned and grounded) opens with its task's observation, pinned
+    in the prompt as training pins it and recorded whole; replays open with the real one."""
+    import re
+    from twjax import interleave
+    from twjax.evaluate import fidelity
+    config = model_lib.ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                                   d_ff=64, max_len=640)
+    agent = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(0)))
+    terminal = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(1)))
+    tasks = [registry.generate(name, seed=5) for name in sorted(registry.FAMILIES)[:4]]
+    observations = task_episodes.observe_tasks(tasks, backend, workers=2)
+    assert all(o.label == "setup" and o.command == task_episodes.OBSERVE_COMMAND and o.exit_code == 0
+               and o.output for o in observations)
+    rollout_config = rollout.RolloutConfig(max_turns=2, min_turns=2, max_command_tokens=6, max_output_tokens=16,
+                                           cache_len=640, reserve=64)
+    # the prompts: the tokenizer's pinned head of [task, observation] for the context, half of it at most
+    prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in tasks], 320,
+                                                            [[o] for o in observations])
+    for task, observation, prompt, length in zip(tasks, observations, prompts_BxP, lengths_B):
+        pinned = tok.pinned_prefix(Episode(id="", task=task.instruction, turns=[observation]), 640)
+        assert length == len(pinned) <= 320 and prompt[:length].tolist() == pinned.tolist()
+        assert tok.out_id in pinned.tolist()  # the observation's output, not only the task
+
+    def timeless(text):  # the listing's times are the minute each sandbox was made
+        return re.sub(r"\d\d:\d\d", "HH:MM", text)
+
+    batch = interleave.mixed_batch(agent, terminal, tok, tasks, jax.random.key(1), config=rollout_config,
+                                   real_fraction=0.25, backend=backend, workers=2, observe=True)
+    assert sorted(e.extra["terminal"] for e in batch.episodes) == ["learned", "learned", "learned", "real"]
+    by_task = {task.id: observation for task, observation in zip(tasks, observations)}
+    for episode in batch.episodes:
+        assert episode.n_given == 1 and len(episode.turns) == 3, episode  # the observation, two agent turns
+        assert timeless(episode.turns[0].output) == timeless(by_task[episode.extra["task_id"]].output)
+    learned_episodes = [e for e in batch.episodes if e.extra["terminal"] == "learned"]
+    for imagined, real in zip(learned_episodes, batch.replays):
+        assert real.n_given == 1 and timeless(real.turns[0].output) == timeless(imagined.turns[0].output)
+        assert [t.command for t in real.turns[1:-1]] == [t.command for t in imagined.turns[1:]]
+        judged = interleave.judged_by_replay(imagined, real)
+        assert [t.label for t in judged.turns] == ["setup", "imagined", "imagined", "verify"]
+    scored = fidelity.closed_loop_records(list(zip(learned_episodes, batch.replays)))
+    assert len(scored) == 2 * len(learned_episodes)  # the observation is given, not scored
 
 
 class ScriptedAgent(nnx.Module):

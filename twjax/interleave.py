@@ -26,11 +26,13 @@ def replay_for_real(episodes: list[Episode], tasks: list[Task], backend: str, wo
     under the same episode id (the closed-loop pairs `twjax evaluate --closed-loop` scores), and
     the true reward (`extra.real_reward`: the real verifier after the agent's last command). The
     verifier's run closes the replay as a "verify" turn, so replays are transcripts a learned
-    terminal can train on: its verdicts on the agent's sessions, not only on the expert's."""
+    terminal can train on: its verdicts on the agent's sessions, not only on the expert's. A session
+    that opened with the observation of its state opens its replay with the real one."""
     def replay(session, index):
         task, learned = tasks[index], episodes[index]
-        task_episodes.prepare(session, task)
-        turns = [session.replay(turn, timeout=REPLAY_TIMEOUT_S) for turn in learned.turns]
+        observed = task_episodes.prepare(session, task, observe=learned.n_given > 0)
+        turns = observed + [session.replay(turn, timeout=REPLAY_TIMEOUT_S)
+                            for turn in learned.turns[learned.n_given:]]
         verdict = task_episodes.verify(session, task)
         return index, Episode(id=learned.id, task=learned.task, turns=turns + [verdict],
                               extra={"terminal": "real_replay", "family": task.family, "task_id": task.id,
@@ -46,10 +48,12 @@ def replay_for_real(episodes: list[Episode], tasks: list[Task], backend: str, wo
 def judged_by_replay(learned: Episode, replay: Episode) -> Episode:
     """The learned-terminal session as the agent saw it, closed by the real verifier's verdict (the
     replay's last turn): training data for a learned verifier that must judge imagined sessions.
-    Its turns are labelled "imagined", so their outputs are context, never terminal targets."""
+    Its turns after the given ones are labelled "imagined", so their outputs are context, never
+    terminal targets."""
     if learned.id != replay.id or [t.command for t in learned.turns] != [t.command for t in replay.turns[:-1]]:
         raise ValueError(f"{learned.id} and {replay.id} are not a learned session and its replay")
-    turns = [dataclasses.replace(turn, label="imagined") for turn in learned.turns]
+    given = learned.n_given
+    turns = learned.turns[:given] + [dataclasses.replace(turn, label="imagined") for turn in learned.turns[given:]]
     return Episode(id=learned.id, task=learned.task, turns=turns + [replay.turns[-1]],
                    extra={"terminal": "learned_judged_by_replay", **{key: replay.extra[key] for key in
                                                                       ("family", "task_id", "real_reward")}})
@@ -68,23 +72,31 @@ class MixedBatch:
 
 def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task], key, *,
                 config: rollout.RolloutConfig, real_fraction: float, backend: str = "auto", workers: int = 8,
-                max_prompt_len: int = 128) -> MixedBatch:
+                max_prompt_len: int = 128, observe: bool = False) -> MixedBatch:
     """`agent` and `terminal` are (graphdef, params) pairs. The first round(real_fraction · B)
-    tasks run against real sandboxes, the rest inside the learned terminal."""
+    tasks run against real sandboxes, the rest inside the learned terminal. With `observe` every
+    session opens with the observation of its task's state (tasks.episodes.observe_tasks), pinned
+    in the prompt as training pins it (half the context at most), for models trained on observed
+    transcripts (collect --config.observe_setup=True)."""
     n_real = int(round(real_fraction * len(tasks)))
     real_tasks, sim_tasks = tasks[:n_real], tasks[n_real:]
+    real_given = sim_given = None
+    if observe:
+        observations = [[turn] for turn in task_episodes.observe_tasks(tasks, backend, workers)]
+        real_given, sim_given = observations[:n_real], observations[n_real:]
+        max_prompt_len = config.cache_len // 2
     episodes, replays = [], []
     summary = {"sessions": len(tasks), "real_sessions": n_real, "learned_sessions": len(sim_tasks)}
     real_key, sim_key = jax.random.split(key)
 
     if sim_tasks:
         prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in sim_tasks],
-                                                                max_prompt_len)
+                                                                max_prompt_len, sim_given)
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
                                 markers=rollout.Markers.from_tokenizer(tok), config=config)
         sim_episodes = rollout_episodes.state_to_episodes(
             tok, state, [f"{t.id}-learned" for t in sim_tasks], [t.instruction for t in sim_tasks],
-            {"terminal": "learned"})
+            {"terminal": "learned"}, sim_given)
         codes, learned = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
                                                    config=config)
         replays = replay_for_real(sim_episodes, sim_tasks, backend, workers)
@@ -101,12 +113,12 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
 
     if real_tasks:
         prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in real_tasks],
-                                                                max_prompt_len)
+                                                                max_prompt_len, real_given)
         state, rewards = grounded.grounded_rollout(*agent, tok, real_tasks, prompts_BxP, lengths_B, real_key,
                                                    config=config, backend=backend, workers=workers)
         real_episodes = rollout_episodes.state_to_episodes(
             tok, state, [f"{t.id}-real" for t in real_tasks], [t.instruction for t in real_tasks],
-            {"terminal": "real"})
+            {"terminal": "real"}, real_given)
         for episode, task, reward in zip(real_episodes, real_tasks, rewards):
             episode.extra.update(family=task.family, task_id=task.id, real_reward=float(reward))
         episodes += real_episodes

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-len", type=int, default=0, help="default: the terminal's max_len")
     parser.add_argument("--temperature", type=float, default=1.0, help="the agent's; the terminal is greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--observe", action="store_true",
+                        help="open every session with the observation of its task's state, as transcripts "
+                             "collected with --config.observe_setup=True do (for models trained on them)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--out", required=True)
@@ -59,7 +62,7 @@ def main(args) -> int:
         agent_sampling=rollout.Sampling(temperature=args.temperature, top_p=args.top_p))
     batch = interleave.mixed_batch(nnx.split(agent_model), terminal, tok, tasks,
                                    jax.random.key(args.seed), config=config, real_fraction=args.real_fraction,
-                                   backend=args.backend, workers=args.workers)
+                                   backend=args.backend, workers=args.workers, observe=args.observe)
     write_jsonl(args.out, batch.episodes)
     if args.replay_out:
         write_jsonl(args.replay_out, batch.replays)

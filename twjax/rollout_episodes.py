@@ -13,9 +13,18 @@ STOP_NAMES = {RUNNING: "running", ENDED_BY_AGENT: "ended_by_agent", TURN_LIMIT: 
               CONTEXT_FULL: "context_full", SANDBOX_LOST: "sandbox_lost"}
 
 
-def build_prompts(tok: tokenizer_lib.Tokenizer, task_texts: list[str], max_prompt_len: int):
-    """Right-padded `<task> TEXT` prompts; a task longer than max_prompt_len keeps its head."""
-    encoded = [tok.encode_task(text)[:max_prompt_len] for text in task_texts]
+def build_prompts(tok: tokenizer_lib.Tokenizer, task_texts: list[str], max_prompt_len: int,
+                  given: list[list[Turn]] | None = None):
+    """Right-padded `<task> TEXT` prompts; a task longer than max_prompt_len keeps its head. With
+    `given` (each task's opening turns labelled "setup": the observation of its state,
+    tasks.episodes.observe_tasks), a prompt is [task, given turns] as the tokenizer pins them at the
+    head of a session of 2 * max_prompt_len tokens: the task cut to a quarter of that, the given
+    turns to their head lines, max_prompt_len tokens in all."""
+    if given is None:
+        encoded = [tok.encode_task(text)[:max_prompt_len] for text in task_texts]
+    else:
+        encoded = [tok.pinned_prefix(Episode(id="", task=text, turns=list(turns)), 2 * max_prompt_len)
+                   for text, turns in zip(task_texts, given, strict=True)]
     prompt_len = max(len(ids) for ids in encoded)
     prompts_BxP = np.zeros((len(encoded), prompt_len), np.int32)
     for row, ids in enumerate(encoded):
@@ -56,13 +65,22 @@ def row_to_episode(tok: tokenizer_lib.Tokenizer, ids: list[int], episode_id: str
 
 
 def state_to_episodes(tok: tokenizer_lib.Tokenizer, state: LoopState, ids: list[str], tasks: list[str],
-                      extra: dict | None = None) -> list[Episode]:
+                      extra: dict | None = None, given: list[list[Turn]] | None = None) -> list[Episode]:
+    """The rows as Episodes. The `given` turns of the prompts (build_prompts) open each episode as
+    recorded, whole, in place of their pinned (perhaps cut) copies in the tokens."""
     tokens_BxS = np.asarray(state.tokens_BxS)
     length_B, stop_B, turns_B = (np.asarray(x) for x in (state.length_B, state.stop_B, state.turns_B))
     episodes = []
     for row, (episode_id, task) in enumerate(zip(ids, tasks)):
         row_ids = tokens_BxS[row, :length_B[row]].tolist()
-        episodes.append(row_to_episode(tok, row_ids, episode_id, task, {
+        episode = row_to_episode(tok, row_ids, episode_id, task, {
             **(extra or {}), "stop": STOP_NAMES[int(stop_B[row])], "tokens": int(length_B[row]),
-            "turns_completed": int(turns_B[row])}))
+            "turns_completed": int(turns_B[row])})
+        if given is not None:
+            pinned = 0  # a given turn the pin had no room for is not among the row's turns
+            while pinned < min(len(given[row]), len(episode.turns)) and \
+                    episode.turns[pinned].command == given[row][pinned].command:
+                pinned += 1
+            episode.turns = list(given[row]) + episode.turns[pinned:]
+        episodes.append(episode)
     return episodes

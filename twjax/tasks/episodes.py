@@ -17,6 +17,7 @@ import dataclasses
 import random
 
 from twjax.episode import Episode, Turn
+from twjax.harness.pool import Pool
 from twjax.tasks.base import Task
 
 COMMAND_TIMEOUT = 20.0
@@ -46,6 +47,22 @@ def prepare(session, task: Task, observe: bool = False) -> list[Turn]:
     if entered.exit_code != 0:
         raise TaskSetupError(f"{task.id}: cannot enter {task.workdir}: {entered.output[-300:]}")
     return [run_turn(session, OBSERVE_COMMAND, "setup")] if observe else []
+
+
+def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8) -> list[Turn]:
+    """Each task's observation (the "setup" turn `prepare` opens a transcript with), each from its
+    own fresh sandbox: what a rollout gives a terminal trained on observed transcripts. The setups
+    are deterministic, so a later sandbox of the same task holds the same files; only the minute in
+    the listing's times may differ."""
+    def observe(session, index: int) -> tuple[int, Turn]:
+        [turn] = prepare(session, tasks[index], observe=True)
+        return index, turn
+
+    turns: list[Turn | None] = [None] * len(tasks)
+    with Pool(backend=backend, workers=workers) as pool:
+        for index, turn in pool.imap_unordered(observe, range(len(tasks))):
+            turns[index] = turn
+    return turns
 
 
 def verify(session, task: Task) -> Turn:
