@@ -240,6 +240,33 @@ def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
     assert [[t.command for t in e.turns] for e in again] == [[t.command for t in e.turns] for e in greedy]
 
 
+def test_report_with_observe_opens_every_attempt_with_its_tasks_observation(tmp_path):
+    from harness_fixtures import available_backend
+    from sample_episodes import make_episodes
+    from twjax import checkpoint_io, tokenizer
+    from twjax.episode import read_jsonl, write_jsonl
+    from twjax.tasks import episodes as task_episodes
+    write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=1))
+    tokenizer.train([str(tmp_path / "e.jsonl")], str(tmp_path / "tok.model"), vocab_size=400)
+    config = agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", [
+        f"data.tokenizer={tmp_path / 'tok.model'}", "model.vocab_size=512", "model.d_model=32", "model.n_layers=1",
+        "model.n_heads=2", "model.n_kv_heads=1", "model.d_ff=64", "model.max_len=640", "agent.max_turns=1",
+        "agent.max_command_tokens=8", "agent.max_output_tokens=16"]))
+    tok = tokenizer.Tokenizer.load(str(tmp_path / "tok.model"))
+    agent, terminal = (jitted_init(checkpoint_io.model_config(config), seed) for seed in (0, 1))
+    agent_eval.report(agent, tok, ["files_dirs"], [], terminal=terminal, episodes_dir=tmp_path / "eval",
+                      tasks_per_split=2, samples=2, ks=(1,), config=agent_eval.rollout_config_of(config, 640),
+                      key=jax.random.key(0), backend=available_backend(), workers=2, greedy=False, observe=True)
+    for judge in ("real", "learned"):
+        attempts = list(read_jsonl(tmp_path / "eval" / f"{judge}-in_distribution-sampled.jsonl"))
+        assert len(attempts) == 4 and all(e.n_given == 1 and len(e.turns) >= 2 for e in attempts)
+        observations = [e.turns[0] for e in attempts]
+        assert all(o.command == task_episodes.OBSERVE_COMMAND and o.output for o in observations)
+        # two attempts at a task share its one observation; two tasks have their own
+        assert observations[0] == observations[1] and observations[2] == observations[3]
+        assert observations[0].output != observations[2].output
+
+
 def test_real_judge_keeps_the_agents_context_and_the_learned_judge_the_shorter_one():
     def with_len(n):
         return agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", [f"model.max_len={n}"]))

@@ -97,10 +97,10 @@ def counts(tasks, samples: int, passed_N) -> list[dict]:
     return [{"family": t.family, "task_id": t.id, "n": samples, "c": int(p.sum())} for t, p in zip(tasks, passed_TxS)]
 
 
-def attempt_episodes(tok, state, attempts, judge: str) -> list[Episode]:
+def attempt_episodes(tok, state, attempts, judge: str, given=None) -> list[Episode]:
     """The attempts as Episodes (W/eval/*.jsonl), each with its task, to read or replay."""
     episodes = rollout_episodes.state_to_episodes(tok, state, [f"{t.id}-attempt{i}" for i, t in enumerate(attempts)],
-                                                  [t.instruction for t in attempts], {"judge": judge})
+                                                  [t.instruction for t in attempts], {"judge": judge}, given)
     for episode, task in zip(episodes, attempts):
         episode.extra.update(family=task.family, task_id=task.id)
     return episodes
@@ -129,11 +129,12 @@ def with_verdicts(episodes: list[Episode], passed) -> list[Episode]:
     return episodes
 
 
-def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig, key, backend: str, workers: int):
+def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig, key, backend: str, workers: int,
+                 observe: bool = False):
     """Every task `samples` times in real sandboxes, judged by the real verifier. -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
     try:
-        passed, episodes = grounded_passes(agent, tok, attempts, config, key, backend, workers)
+        passed, episodes = grounded_passes(agent, tok, attempts, config, key, backend, workers, observe)
     except SandboxError:
         # An agent command ended its sandbox's shell (`exit`, `kill -9 $$`, ...), which ends the
         # batch: one attempt at a time then, and an attempt whose sandbox dies has failed.
@@ -141,7 +142,7 @@ def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig,
         for index, task in enumerate(attempts):
             try:
                 one_passed, one_episode = grounded_passes(agent, tok, [task], config, jax.random.fold_in(key, index),
-                                                          backend, 1)
+                                                          backend, 1, observe)
             except SandboxError:
                 one_passed, one_episode = [0.0], []
             passed += list(one_passed)
@@ -149,21 +150,28 @@ def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig,
     return counts(tasks, samples, passed), episodes
 
 
-def grounded_passes(agent, tok, attempts, config: rollout.RolloutConfig, key, backend: str, workers: int):
-    prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in attempts], MAX_PROMPT_LEN)
+def grounded_passes(agent, tok, attempts, config: rollout.RolloutConfig, key, backend: str, workers: int,
+                    observe: bool = False):
+    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(
+        tok, attempts, config.cache_len, observe=observe, backend=backend, workers=workers,
+        max_prompt_len=MAX_PROMPT_LEN)
     state, passed = grounded.grounded_rollout(*agent, tok, attempts, prompts_BxP, lengths_B, key, config=config,
                                               backend=backend, workers=workers)
-    return passed, with_verdicts(attempt_episodes(tok, state, attempts, "real"), passed)
+    return passed, with_verdicts(attempt_episodes(tok, state, attempts, "real", given), passed)
 
 
-def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.RolloutConfig, key):
-    """Every task `samples` times inside the learned terminal, judged by the learned verifier.
+def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.RolloutConfig, key,
+                    observe: bool = False, backend: str = "auto", workers: int = 8):
+    """Every task `samples` times inside the learned terminal, judged by the learned verifier
+    (with `observe`, the sessions open with the tasks' observations, from sandboxes of `backend`).
     -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
-    prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in attempts], MAX_PROMPT_LEN)
+    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(
+        tok, attempts, config.cache_len, observe=observe, backend=backend, workers=workers,
+        max_prompt_len=MAX_PROMPT_LEN)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, key,
                             markers=rollout.Markers.from_tokenizer(tok), config=config)
-    episodes = attempt_episodes(tok, state, attempts, "learned")  # learned_verdicts consumes the state
+    episodes = attempt_episodes(tok, state, attempts, "learned", given)  # learned_verdicts consumes the state
     _, passed = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in attempts],
                                           config=config)
     return counts(tasks, samples, passed), with_verdicts(episodes, passed)
@@ -188,22 +196,23 @@ def greedy_config(config: rollout.RolloutConfig) -> rollout.RolloutConfig:
 def report(agent, tok, in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, samples: int,
            ks: tuple[int, ...], config: rollout.RolloutConfig, key, backend: str, workers: int,
            terminal=None, learned_config: rollout.RolloutConfig | None = None, seed: int = 0, greedy: bool = True,
-           episodes_dir: str | pathlib.Path | None = None) -> dict:
+           episodes_dir: str | pathlib.Path | None = None, observe: bool = False) -> dict:
     """The agent's pass rates in real sandboxes (and in the learned terminal, given one), split
     into in-distribution and held-out families: pass@k of `samples` sampled attempts, and (if
     greedy) `greedy`, one greedy attempt per task. Every attempt goes to episodes_dir, if given,
     as {real,learned}-SPLIT-{sampled,greedy}.jsonl. The learned judge runs under learned_config
-    (default: config), whose context the terminal's may shorten (judge_configs)."""
+    (default: config), whose context the terminal's may shorten (judge_configs). With `observe`
+    every attempt opens with its task's observation (rollout_episodes.task_prompts)."""
     splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers), config)}
+        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers, observe), config)}
         if terminal is not None:
-            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key),
-                                 learned_config or config)
+            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key, observe,
+                                                              backend, workers), learned_config or config)
         for judge, (run, judge_config) in judges.items():
             results, episodes = run(samples, judge_config)
             summary = summarize(results, ks)
@@ -287,6 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling temperature of the sampled attempts (default: the agent config's)")
     parser.add_argument("--no-greedy", dest="greedy", action="store_false",
                         help="skip the greedy attempt per task (pass@k only)")
+    parser.add_argument("--observe", action="store_true",
+                        help="open every attempt with its task's observation (default: the agent config's "
+                             "agent.observe_setup), for models trained on observed transcripts")
     parser.add_argument("--episodes-dir", default="", help="write every attempt here as Episode JSONL")
     parser.add_argument("--out", default="", help="write the report JSON here too")
 
@@ -305,7 +317,7 @@ def main(args) -> int:
     config, learned_config = judge_configs(agent_config, terminal_config)
     common = dict(tasks_per_split=args.tasks, samples=args.samples, ks=tuple(int(k) for k in args.ks.split(",")),
                   config=config, key=jax.random.key(args.seed), backend=args.backend, workers=args.workers,
-                  seed=args.seed, greedy=args.greedy)
+                  seed=args.seed, greedy=args.greedy, observe=args.observe or bool(agent_config.agent.observe_setup))
     out = {"agent": report(nnx.split(agent_model), tok, in_families, held, terminal=terminal,
                            learned_config=learned_config, episodes_dir=args.episodes_dir or None, **common)}
     if args.floor:

@@ -78,6 +78,7 @@ AGENT_DEFAULTS = dict(
     temperature=1.0,
     backend="auto",
     workers=4,
+    observe_setup=False,            # sessions open with the task's observation (agent and terminal trained on it)
     # eval
     eval_tasks=8,                   # per split (in-distribution, held-out families); 0 skips the eval
     eval_samples=2,                 # sampled attempts per task (pass@k), at `temperature`
@@ -231,16 +232,22 @@ def select_verified(episodes, learned_rewards, real_rewards: dict[int, float], t
     return kept
 
 
+def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig):
+    """The sessions' prompts, opened by the tasks' observations with agent.observe_setup."""
+    return rollout_episodes.task_prompts(tok, tasks, rollout_config.cache_len, observe=bool(config.agent.observe_setup),
+                                         backend=config.agent.backend, workers=int(config.agent.workers),
+                                         max_prompt_len=agent_eval.MAX_PROMPT_LEN)
+
+
 def imagine_round(config, agent_dir, round_index: int):
     """Rollouts in the learned terminal on fresh tasks, filtered as select_verified says."""
     tok, agent, terminal, rollout_config = load_agent_and_terminal(config, agent_dir)
     tasks = draw_tasks(config, int(config.agent.tasks_per_round), stream=round_index)
-    prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in tasks],
-                                                            agent_eval.MAX_PROMPT_LEN)
+    prompts_BxP, lengths_B, given = task_prompts(config, tok, tasks, rollout_config)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, jax.random.key(round_index),
                             markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
     episodes = rollout_episodes.state_to_episodes(tok, state, [f"{t.id}-imagined-r{round_index}" for t in tasks],
-                                                  [t.instruction for t in tasks], {"terminal": "learned"})
+                                                  [t.instruction for t in tasks], {"terminal": "learned"}, given)
     for episode, task in zip(episodes, tasks):
         episode.extra.update(family=task.family, task_id=task.id, kind="imagined", round=round_index)
     _, learned = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in tasks],
@@ -301,8 +308,7 @@ def rl_batch(config, agent, terminal, tok, rollout_config, step: int, key):
     real_tasks, sim_tasks = agent_eval.repeated(tasks[:n_real], group), agent_eval.repeated(tasks[n_real:], group)
     sim_key, real_key = jax.random.split(key)
     if sim_tasks:
-        prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in sim_tasks],
-                                                                agent_eval.MAX_PROMPT_LEN)
+        prompts_BxP, lengths_B, _ = task_prompts(config, tok, sim_tasks, rollout_config)
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
                                 markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
         buffers = tuple(np.array(x) for x in (state.tokens_BxS, state.roles_BxS, state.length_B))
@@ -311,8 +317,7 @@ def rl_batch(config, agent, terminal, tok, rollout_config, step: int, key):
         parts.append((*buffers, rewards))
         summary["learned_reward"] = float(np.mean(rewards))
     if real_tasks:
-        prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, [t.instruction for t in real_tasks],
-                                                                agent_eval.MAX_PROMPT_LEN)
+        prompts_BxP, lengths_B, _ = task_prompts(config, tok, real_tasks, rollout_config)
         state, rewards = grounded.grounded_rollout(*agent, tok, real_tasks, prompts_BxP, lengths_B, real_key,
                                                    config=rollout_config, backend=config.agent.backend,
                                                    workers=int(config.agent.workers))
@@ -405,7 +410,8 @@ def evaluate(config, agent_dir, episodes_dir: pathlib.Path) -> dict:
         tasks_per_split=int(config.agent.eval_tasks), samples=int(config.agent.eval_samples),
         ks=tuple(int(k) for k in config.agent.eval_ks), config=real_config, learned_config=learned_config,
         key=jax.random.key(int(config.train.seed)), backend=config.agent.backend, workers=int(config.agent.workers),
-        terminal=terminal, greedy=bool(config.agent.eval_greedy), episodes_dir=episodes_dir)
+        terminal=terminal, greedy=bool(config.agent.eval_greedy), episodes_dir=episodes_dir,
+        observe=bool(config.agent.observe_setup))
 
 
 def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:
