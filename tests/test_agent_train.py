@@ -198,20 +198,27 @@ def test_references_are_regimes_the_grid_can_hold(tmp_path):
     assert result["eval"]["real/held_out_families"]["text_grep"]["tasks"] == 3
 
 
-def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
-    """pass@k from `samples` sampled attempts, `greedy` from one greedy attempt per task, each
-    attempt written as an episode whose verdict matches the counts; greedy attempts repeat exactly."""
-    from harness_fixtures import available_backend
+def tiny_eval_setup(tmp_path, max_len: int, max_turns: int):
+    """(agent config, tokenizer) of a tiny agent whose tokenizer knows the sample episodes."""
     from sample_episodes import make_episodes
-    from twjax import checkpoint_io, tokenizer
-    from twjax.episode import read_jsonl, write_jsonl
+    from twjax import tokenizer
+    from twjax.episode import write_jsonl
     write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=1))
     tokenizer.train([str(tmp_path / "e.jsonl")], str(tmp_path / "tok.model"), vocab_size=400)
     config = agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", [
         f"data.tokenizer={tmp_path / 'tok.model'}", "model.vocab_size=512", "model.d_model=32", "model.n_layers=1",
-        "model.n_heads=2", "model.n_kv_heads=1", "model.d_ff=64", "model.max_len=192", "agent.max_turns=2",
-        "agent.max_command_tokens=8", "agent.max_output_tokens=16"]))
-    tok = tokenizer.Tokenizer.load(str(tmp_path / "tok.model"))
+        "model.n_heads=2", "model.n_kv_heads=1", "model.d_ff=64", f"model.max_len={max_len}",
+        f"agent.max_turns={max_turns}", "agent.max_command_tokens=8", "agent.max_output_tokens=16"]))
+    return config, tokenizer.Tokenizer.load(str(tmp_path / "tok.model"))
+
+
+def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
+    """pass@k from `samples` sampled attempts, `greedy` from one greedy attempt per task, each
+    attempt written as an episode whose verdict matches the counts; greedy attempts repeat exactly."""
+    from harness_fixtures import available_backend
+    from twjax import checkpoint_io
+    from twjax.episode import read_jsonl
+    config, tok = tiny_eval_setup(tmp_path, max_len=192, max_turns=2)
     agent = jitted_init(checkpoint_io.model_config(config), 0)
     common = dict(tasks_per_split=2, samples=2, ks=(1, 2), config=agent_eval.rollout_config_of(config, 192),
                   key=jax.random.key(0), backend=available_backend(), workers=2)
@@ -242,17 +249,10 @@ def test_report_has_sampled_and_greedy_rates_and_writes_every_attempt(tmp_path):
 
 def test_report_with_observe_opens_every_attempt_with_its_tasks_observation(tmp_path):
     from harness_fixtures import available_backend
-    from sample_episodes import make_episodes
-    from twjax import checkpoint_io, tokenizer
-    from twjax.episode import read_jsonl, write_jsonl
+    from twjax import checkpoint_io
+    from twjax.episode import read_jsonl
     from twjax.tasks import episodes as task_episodes
-    write_jsonl(tmp_path / "e.jsonl", make_episodes(60, seed=1))
-    tokenizer.train([str(tmp_path / "e.jsonl")], str(tmp_path / "tok.model"), vocab_size=400)
-    config = agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", [
-        f"data.tokenizer={tmp_path / 'tok.model'}", "model.vocab_size=512", "model.d_model=32", "model.n_layers=1",
-        "model.n_heads=2", "model.n_kv_heads=1", "model.d_ff=64", "model.max_len=640", "agent.max_turns=1",
-        "agent.max_command_tokens=8", "agent.max_output_tokens=16"]))
-    tok = tokenizer.Tokenizer.load(str(tmp_path / "tok.model"))
+    config, tok = tiny_eval_setup(tmp_path, max_len=640, max_turns=1)  # room for the observation's command
     agent, terminal = (jitted_init(checkpoint_io.model_config(config), seed) for seed in (0, 1))
     agent_eval.report(agent, tok, ["files_dirs"], [], terminal=terminal, episodes_dir=tmp_path / "eval",
                       tasks_per_split=2, samples=2, ks=(1,), config=agent_eval.rollout_config_of(config, 640),
