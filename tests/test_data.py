@@ -494,6 +494,42 @@ def test_session_shaped_listings_align_the_names_column_with_the_listing_by_hand
         assert np.array_equal(ids[1:1 + len(listing)], listing)
 
 
+def test_session_header_lines_shift_the_names_column_by_their_count_by_hand(setup):
+    _, _, tok = setup
+    token_ids, newline, out = data.copy_token_ids(tok), tok.id_of("\n"), tok.out_id
+    dots = set(data.header_names(token_ids).tolist())
+    lines_config = model_lib.ModelConfig(vocab_size=640, d_model=8, n_layers=1, n_heads=1, n_kv_heads=1, d_ff=8,
+                                         max_len=256, line_embeddings=16, newline_id=newline, line_reset_ids=(out,))
+    make = data.CopyExample(token_ids, 128, seed=3, lines_fraction=1.0, select_fraction=1.0, names_fraction=1.0,
+                            newline_id=newline, session_marker_id=out, header_max=3)
+    counts = set()
+    for index in range(40):
+        [example] = make.map(index)
+        ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+        assert len(ids) <= 129
+        second = np.flatnonzero(ids == out)[1]
+        column = ids[second + 1:]
+        name_len = np.flatnonzero(column == newline)[0]
+        ends = np.flatnonzero(ids[:second] == newline)  # the newlines of the header's and listing's lines
+        names_at = [end - name_len for end in ends]  # where each line's last name_len tokens start
+        header = 0  # the header: the leading lines named by a header name
+        while ids[ends[header] - 1] in dots:
+            header += 1
+        counts.add(header)
+        line_1xT, _ = model_lib.line_columns(jnp.asarray(ids)[None], jnp.zeros((1, len(ids)), bool), lines_config,
+                                             jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+        line_T = np.asarray(line_1xT[0])
+        for k in range(len(column) // (name_len + 1)):  # line k of the column: the listing's line k + header
+            at_column = second + 1 + k * (name_len + 1)
+            at_listing = names_at[header + k]
+            assert np.array_equal(ids[at_listing:at_listing + name_len], column[k * (name_len + 1):][:name_len])
+            assert line_T[at_listing] == line_T[at_column] + header
+    assert counts == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="copy_session_header_max needs data.copy_sessions"):
+        data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
+                                             copy_session_header_max=2), shard=(0, 1))
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)

@@ -4,7 +4,7 @@ import pytest
 from flax import nnx
 
 from sample_episodes import make_episodes
-from twjax import episode as episode_lib, model as model_lib, tokenizer as T
+from twjax import data, episode as episode_lib, model as model_lib, tokenizer as T
 from twjax.evaluate import induction
 
 
@@ -109,6 +109,29 @@ def test_session_shaped_names_column_probe_aligns_lines(tok_and_model):
     oracle = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=induction_oracle,
                                           session=True)
     assert oracle["accuracy"] < 0.1 and oracle["predicted"]["previous_name"] > 0.7, oracle
+
+
+def test_header_lines_shift_the_session_names_column(tok_and_model):
+    tok, model = tok_and_model
+    dots = set(data.header_names(data.copy_token_ids(tok)).tolist())
+
+    def header_oracle(inputs_BxT, shift=True):
+        """Line k of the repeat is the listing's line k + the header's lines (or, without shift, line k)."""
+        predicted = induction_oracle(inputs_BxT)
+        for row, tokens in enumerate(inputs_BxT):
+            listing_at, repeat_at = np.flatnonzero(tokens == tok.out_id)[:2]
+            header = sum(tokens[listing_at + 1 + line * 8 + 6] in dots for line in range(3))
+            assert header == 1 + row % 3
+            for line in range(1, 6):
+                predicted[row, repeat_at + line * 2] = tokens[listing_at + 1 + (line + header * shift) * 8 + 6]
+        return predicted
+
+    shifted = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=header_oracle,
+                                           session=True, headers=True)
+    assert shifted["accuracy"] == 1.0 and shifted["targets"] == 32 * 5
+    same_line = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True,
+                                             headers=True, predict=lambda x: header_oracle(x, shift=False))
+    assert same_line["accuracy"] < 0.1, same_line  # the line k of a session without a header is wrong here
 
 
 def test_a_model_that_counts_lines_is_probed_on_real_newlines(tok_and_model):

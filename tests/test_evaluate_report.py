@@ -171,7 +171,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert out["meta"]["episodes"] == 5 and out["meta"]["ngram_backoff_hits"]
     assert 0.0 <= out["copy_probe"]["accuracy"] <= 1.0 and out["copy_probe"]["examples"] == 32
     assert set(out["copy_probe"]["line_names"]) == {"shared_prefix", "unique_prefix", "names_column",
-                                                        "names_column_session"}
+                                                        "names_column_session", "names_column_session_headers"}
     for key in ("names_column_predicted", "names_column_session_predicted"):
         assert set(out["copy_probe"][key]) == {"right", "previous_name", "other_name", "newline", "prefix", "other"}
     saved = json.loads((workdir / "eval" / "report.json").read_text())

@@ -335,7 +335,8 @@ def test_cli_trains_end_to_end_and_writes_tensorboard(dataset, runs, tmp_path, m
     for tag in ("train/loss", "train/loss_terminal", "train/loss_agent", "train/grad_norm", "train/learning_rate",
                 "perf/tokens_per_second", "perf/mfu", "eval/loss", "eval/loss_terminal", "eval/unigram_baseline",
                 "eval/copy_accuracy", "eval/line_copy_shared", "eval/line_copy_unique",
-                "eval/line_copy_names_column", "eval/line_copy_names_session"):
+                "eval/line_copy_names_column", "eval/line_copy_names_session",
+                "eval/line_copy_names_session_headers"):
         assert tag in tags, (tag, sorted(tags))
     monkeypatch.chdir(tmp_path)
     config, tok, model = checkpoint_io.load_for_inference("w")

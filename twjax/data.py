@@ -180,7 +180,13 @@ class CopyExample(grain.transforms.Map):
     `select_fraction` of those repeat a selection from the listing (line_selection), not all of it,
     a fraction `names_fraction` of the selections its names column. A listing's lines end in a
     token drawn per listing, or in `newline_id` where that is set (>= 0): the tokenizer's newline,
-    for a model that counts lines by it (model.line_embeddings)."""
+    for a model that counts lines by it (model.line_embeddings). Where `session_marker_id` is set (>= 0),
+    listings are shaped as in a session: the listing and the second part each open with that marker
+    (`<out>`; a selection's cue stands before it, as the command does), and a names column lists the
+    listing from its first line, as `ls` after `ls -l` prints it. Line k of the names column is then
+    line k of the listing, counted from each marker. There `header_max` (0-3) opens a listing with up
+    to that many header lines (header_lines), as `total N`, `.` and `..` open `ls -la`'s: the names
+    column skips them, so that its line k is the listing's line k + the header's lines."""
     token_ids: np.ndarray
     seq_len: int
     seed: int
@@ -191,6 +197,7 @@ class CopyExample(grain.transforms.Map):
     newline_id: int = -1
     name_max: int = 3
     session_marker_id: int = -1
+    header_max: int = 0
 
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         # Listings and selections draw from their own streams, so that a fraction of 0 keeps every
@@ -208,8 +215,13 @@ class CopyExample(grain.transforms.Map):
                                         self.names_fraction, names_from_first=self.session_marker_id >= 0)
             if self.session_marker_id >= 0:
                 marker = [self.session_marker_id]
-                copied = np.concatenate([marker, copied])
-                second = np.concatenate([second[:1], marker, second[1:]] if selected else [marker, second])
+                header_rng = np.random.default_rng((self.seed, int(index), 3))
+                room = (self.seq_len - 1 - len(filler) - len(copied) - len(second)) // (prefix_len + 2)
+                header = header_lines(header_rng, lines_NxW, prefix_len,
+                                      min(int(header_rng.integers(0, self.header_max + 1)), room),
+                                      header_names(self.token_ids))
+                copied = np.concatenate([marker, header, copied])
+                second = np.concatenate([second[:1], marker, second[1:]] if selected else [marker, header, second])
                 unweighted = 2 if selected else 1  # the selection's first target is its first token after the marker
         else:
             rng = np.random.default_rng((self.seed, int(index)))
@@ -260,6 +272,20 @@ def selection_cues(token_ids: np.ndarray) -> tuple[int, int]:
     rarest (sentencepiece puts single characters of low score last): the first ones, used before,
     include the newline piece, a cue that also ends every line."""
     return int(token_ids[-1]), int(token_ids[-2])
+
+
+def header_names(token_ids: np.ndarray) -> np.ndarray:
+    """The names of header lines (as `.` and `..` are `ls -la`'s): the two rarest pieces after the cues."""
+    return token_ids[-4:-2]
+
+
+def header_lines(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int, count: int,
+                 names: np.ndarray) -> np.ndarray:
+    """`count` lines shaped as the listing's (a prefix of one of its lines, a one-token name of
+    `names`, its newline), to open it as `total N`, `.` and `..` open `ls -la`'s listing."""
+    rows = [np.concatenate([lines_NxW[rng.integers(len(lines_NxW)), :prefix_len], [rng.choice(names)],
+                            lines_NxW[0, -1:]]) for _ in range(count)]
+    return np.concatenate(rows) if rows else np.zeros(0, lines_NxW.dtype)
 
 
 def line_selection(rng: np.random.Generator, lines_NxW: np.ndarray, prefix_len: int,
@@ -359,7 +385,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
     that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none),
     copy_name_max (3: the longest name of a listing's lines, in tokens), copy_sessions (False: listings
-    shaped as in a session, each part opened by `<out>`, names columns from the listing's first line).
+    shaped as in a session, each part opened by `<out>`, names columns from the listing's first line),
+    copy_session_header_max (0: with copy_sessions, the most header lines that open a listing, 0-3).
     With model.line_embeddings, listings end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
@@ -377,12 +404,16 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         names_fraction = _bounded(config, "copy_names_fraction", 0.5, 1.0)
         prefix_max = int(_bounded(config, "copy_prefix_max", 8, 8))
         name_max = int(_bounded(config, "copy_name_max", 3, 3, lower=1))
+        header_max = int(_bounded(config, "copy_session_header_max", 0, 3))
+        sessions = bool(_field(config, "copy_sessions", False))
+        if header_max and not sessions:
+            raise ValueError("data.copy_session_header_max needs data.copy_sessions")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
         copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
             CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
                         names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer), name_max,
-                        encode.tokenizer.out_id if _field(config, "copy_sessions", False) else -1))
+                        encode.tokenizer.out_id if sessions else -1, header_max))
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))

@@ -334,7 +334,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
         return {"eval/copy_accuracy": probe["accuracy"], "eval/line_copy_shared": probe["line_names"]["shared_prefix"],
                 "eval/line_copy_unique": probe["line_names"]["unique_prefix"],
                 "eval/line_copy_names_column": probe["line_names"]["names_column"],
-                "eval/line_copy_names_session": probe["line_names"]["names_column_session"]}
+                "eval/line_copy_names_session": probe["line_names"]["names_column_session"],
+                "eval/line_copy_names_session_headers": probe["line_names"]["names_column_session_headers"]}
 
     def evaluate(step: int) -> float:
         sums = zero_sums()
@@ -349,7 +350,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                  f"{values.get('eval/line_copy_shared', float('nan')):.3f} shared / "
                  f"{values.get('eval/line_copy_unique', float('nan')):.3f} unique prefix / "
                  f"{values.get('eval/line_copy_names_column', float('nan')):.3f} names column / "
-                 f"{values.get('eval/line_copy_names_session', float('nan')):.3f} in a session's shape")
+                 f"{values.get('eval/line_copy_names_session', float('nan')):.3f} in a session's shape / "
+                 f"{values.get('eval/line_copy_names_session_headers', float('nan')):.3f} after header lines")
         return values["eval/loss"]
 
     def checkpoint(step: int) -> None:

@@ -41,7 +41,7 @@ def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
 
 def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, names_only: bool = False,
                        n_examples: int = 32, predict: Callable[[np.ndarray], np.ndarray] | None = None,
-                       session: bool = False) -> dict:
+                       session: bool = False, headers: bool = False) -> dict:
     """Copying lines, as a listing repeated later in a session: six lines of [prefix (6 tokens),
     name, newline], 10 filler tokens, the six lines again. Scored on the second copy's names only.
     With `shared_prefix` every line opens with the same prefix, as `ls -l` lines do: the token
@@ -55,14 +55,16 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     A model that counts lines (line_embeddings) sees them end in the newline it counts by, as in a
     session, and no other token of the probe is one; otherwise a token drawn per example ends them.
     `session` shapes it as data.CopyExample's copy_sessions do: the listing opens with `<out>`, and
-    the repeat is [cue, `<out>`, ...], so that line k of the repeat is line k of the listing."""
+    the repeat is [cue, `<out>`, ...], so that line k of the repeat is line k of the listing. With
+    `headers` too, example i's listing opens with 1 + i % 3 header lines (data.header_lines, as
+    `total N`, `.` and `..` open `ls -la`'s), which the names column skips."""
     ids, rng = data.copy_token_ids(tok), np.random.default_rng(PROBE_SEED)
     real_newline = model.config.line_embeddings > 0
     if real_newline:
         ids = ids[ids != model.config.newline_id]
     n_lines, prefix_len, line_len = 6, 6, 8
     rows, names, listings = [], [], []
-    for _ in range(n_examples):
+    for example in range(n_examples):
         shared, newline = rng.choice(ids, prefix_len), rng.choice(ids)
         if real_newline:
             newline = model.config.newline_id
@@ -72,16 +74,19 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
             lines.append(np.concatenate([prefix, rng.choice(ids, 1), [newline]]))
         listing_LxW = np.stack(lines)
         opened = [tok.out_id] if session else []
-        second = len(opened) + len(lines) * line_len + 10
+        header = [np.concatenate([shared, [name], [newline]])
+                  for name in rng.choice(data.header_names(ids), 1 + example % 3)] if headers else []
+        second = len(opened) + (len(header) + len(lines)) * line_len + 10
         if names_only:
             repeated = np.concatenate([[data.selection_cues(ids)[0]], opened, listing_LxW[:, prefix_len:].ravel()])
             names.append([second + 1 + len(opened) + line * 2 for line in range(1, n_lines)])
         else:
             repeated = np.concatenate([opened, listing_LxW.ravel()])
             names.append([second + len(opened) + line * line_len + prefix_len for line in range(n_lines)])
-        rows.append(np.concatenate([opened, listing_LxW.ravel(), rng.choice(ids, 10), repeated]).astype(np.int32))
+        rows.append(np.concatenate([opened, *header, listing_LxW.ravel(), rng.choice(ids, 10), repeated]))
         listings.append(listing_LxW)
-    tokens_BxT = np.stack(rows)
+    # Padding follows each example, so causal attention keeps it out of every scored position.
+    tokens_BxT = np.stack([np.pad(row, (0, max(map(len, rows)) - len(row))) for row in rows]).astype(np.int32)
     predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
     first_line = 1 if names_only else 0  # a names column is scored from its second name
     kinds = [_kind_of(int(predicted_BxT[row, pos - 1]), listings[row], line, prefix_len)
@@ -115,5 +120,7 @@ def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
     return copy_accuracy(model, tok) | {"line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
         "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
-        "names_column": names_column["accuracy"], "names_column_session": in_session["accuracy"]},
+        "names_column": names_column["accuracy"], "names_column_session": in_session["accuracy"],
+        "names_column_session_headers": line_copy_accuracy(model, tok, shared_prefix=True, names_only=True,
+                                                           session=True, headers=True)["accuracy"]},
         "names_column_predicted": names_column["predicted"], "names_column_session_predicted": in_session["predicted"]}

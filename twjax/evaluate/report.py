@@ -185,7 +185,8 @@ def main(args) -> int:
               f"{probe['line_names']['shared_prefix']:.3f} after a shared prefix, "
               f"{probe['line_names']['unique_prefix']:.3f} after unique ones, "
               f"{probe['line_names']['names_column']:.3f} as a names column "
-              f"({probe['line_names']['names_column_session']:.3f} in a session's shape)", file=sys.stderr)
+              f"({probe['line_names']['names_column_session']:.3f} in a session's shape, "
+              f"{probe['line_names']['names_column_session_headers']:.3f} after header lines)", file=sys.stderr)
         for shape, key in (("", "names_column_predicted"), (" in a session's shape", "names_column_session_predicted")):
             print(f"names column{shape}, what was written: " + ", ".join(
                 f"{kind} {share:.3f}" for kind, share in probe[key].items()), file=sys.stderr)
