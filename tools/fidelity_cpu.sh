@@ -27,7 +27,9 @@
 # warmup-names-session-continued goes on 900 steps from warmup-names' weights on listings shaped as
 # in a session (data.copy_sessions: each part opened by <out>, the names column from the listing's
 # first line, so that its line k is the listing's line k), with line embeddings and without;
-# warmup-names-session-longer goes on 2,700 steps more from the one with them (~33 min).
+# warmup-names-session-longer goes on 2,700 steps more from the one with them (~33 min), and
+# warmup-names-session-headers 1,500 more from there with 0-3 header lines opening each listing
+# (data.copy_session_header_max=3, as total, . and .. open ls -la's), which the names column skips.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -36,6 +38,7 @@
 #                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
 #                              [warmup-names-short-lines] [warmup-names-short-continued]
 #                              [warmup-names-session-continued] [warmup-names-session-longer]
+#                              [warmup-names-session-headers]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -124,6 +127,12 @@ if selected warmup-names-session-longer; then
   warmup runs/fidelity/copy-warmup-names-session-longer 2700 2700 $names $session --config.model.line_embeddings=32 \
     --config.train.eval_every=100 --config.train.init_from=runs/fidelity/copy-warmup-names-session-lines-continued
   probe_report runs/fidelity/copy-warmup-names-session-longer
+fi
+if selected warmup-names-session-headers; then
+  warmup runs/fidelity/copy-warmup-names-session-headers 1500 1500 $names $session --config.model.line_embeddings=32 \
+    --config.data.copy_session_header_max=3 --config.train.eval_every=100 \
+    --config.train.init_from=runs/fidelity/copy-warmup-names-session-longer
+  probe_report runs/fidelity/copy-warmup-names-session-headers
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
