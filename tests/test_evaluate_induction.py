@@ -104,11 +104,13 @@ def test_session_shaped_names_column_probe_aligns_lines(tok_and_model):
 
     aligned = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=line_oracle,
                                            session=True)
-    assert aligned["accuracy"] == 1.0 and aligned["targets"] == 32 * 5
+    assert aligned["accuracy"] == 1.0 and aligned["targets"] == 32 * 5 and aligned["by_header_lines"] == {"0": 1.0}
     assert (seen[0][:, 0] == tok.out_id).all() and ((seen[0] == tok.out_id).sum(axis=1) == 2).all()
     oracle = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=induction_oracle,
                                           session=True)
     assert oracle["accuracy"] < 0.1 and oracle["predicted"]["previous_name"] > 0.7, oracle
+    assert list(oracle["by_line"]) == ["1", "2", "3", "4", "5"]  # each line scored once an example
+    assert np.mean(list(oracle["by_line"].values())) == pytest.approx(oracle["accuracy"])
 
 
 def test_header_lines_shift_the_session_names_column(tok_and_model):
@@ -129,6 +131,8 @@ def test_header_lines_shift_the_session_names_column(tok_and_model):
     shifted = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=header_oracle,
                                            session=True, headers=True)
     assert shifted["accuracy"] == 1.0 and shifted["targets"] == 32 * 5
+    assert shifted["by_header_lines"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+    assert shifted["by_line"] == {str(line): 1.0 for line in range(1, 6)}
     same_line = induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True,
                                              headers=True, predict=lambda x: header_oracle(x, shift=False))
     assert same_line["accuracy"] < 0.1, same_line  # the line k of a session without a header is wrong here

@@ -51,7 +51,8 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     [name, newline] a line, as plain `ls` lists what `ls -l` did, and scores the names after the
     first: the token before each is a newline, so one-token induction repeats the name just written.
     `predicted` says what the argmax wrote in each scored place, as shares: the right name, the
-    previous line's name, another name of the listing, the newline, a prefix token, or other.
+    previous line's name, another name of the listing, the newline, a prefix token, or other;
+    `by_line` and `by_header_lines` the accuracy by the listing's line and by its header's lines.
     A model that counts lines (line_embeddings) sees them end in the newline it counts by, as in a
     session, and no other token of the probe is one; otherwise a token drawn per example ends them.
     `session` shapes it as data.CopyExample's copy_sessions do: the listing opens with `<out>`, and
@@ -89,10 +90,20 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     tokens_BxT = np.stack([np.pad(row, (0, max(map(len, rows)) - len(row))) for row in rows]).astype(np.int32)
     predicted_BxT = (predict or _model_argmax(model))(tokens_BxT[:, :-1])
     first_line = 1 if names_only else 0  # a names column is scored from its second name
-    kinds = [_kind_of(int(predicted_BxT[row, pos - 1]), listings[row], line, prefix_len)
-             for row, positions in enumerate(names) for line, pos in enumerate(positions, start=first_line)]
+    scored = [(row, line, _kind_of(int(predicted_BxT[row, pos - 1]), listings[row], line, prefix_len))
+              for row, positions in enumerate(names) for line, pos in enumerate(positions, start=first_line)]
+    kinds = [kind for _, _, kind in scored]
     shares = {kind: kinds.count(kind) / len(kinds) for kind in _KINDS}
-    return {"accuracy": shares["right"], "examples": n_examples, "targets": len(kinds), "predicted": shares}
+
+    def right_by(group) -> dict[str, float]:
+        hits: dict[str, list[bool]] = {}
+        for row, line, kind in scored:
+            hits.setdefault(str(group(row, line)), []).append(kind == "right")
+        return {key: float(np.mean(values)) for key, values in sorted(hits.items())}
+
+    return {"accuracy": shares["right"], "examples": n_examples, "targets": len(kinds), "predicted": shares,
+            "by_line": right_by(lambda row, line: line),
+            "by_header_lines": right_by(lambda row, line: 1 + row % 3 if headers else 0)}
 
 
 _KINDS = ("right", "previous_name", "other_name", "newline", "prefix", "other")
@@ -114,13 +125,16 @@ def _kind_of(token: int, listing_LxW: np.ndarray, line: int, prefix_len: int) ->
 def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
     """copy_accuracy's result with the line-copy probe's accuracies under "line_names", and what the
     model wrote instead of the names column's names under "names_column_predicted" (in a session's
-    shape: "names_column_session_predicted")."""
+    shape: "names_column_session_predicted"), and the session-shaped accuracies by line and by the
+    header's lines under "names_column_session_by_line" and "names_column_session_headers_by_count"."""
     names_column = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True)
     in_session = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True)
+    after_headers = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True, headers=True)
     return copy_accuracy(model, tok) | {"line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
         "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
         "names_column": names_column["accuracy"], "names_column_session": in_session["accuracy"],
-        "names_column_session_headers": line_copy_accuracy(model, tok, shared_prefix=True, names_only=True,
-                                                           session=True, headers=True)["accuracy"]},
-        "names_column_predicted": names_column["predicted"], "names_column_session_predicted": in_session["predicted"]}
+        "names_column_session_headers": after_headers["accuracy"]},
+        "names_column_predicted": names_column["predicted"], "names_column_session_predicted": in_session["predicted"],
+        "names_column_session_by_line": in_session["by_line"],
+        "names_column_session_headers_by_count": after_headers["by_header_lines"]}
