@@ -29,7 +29,10 @@
 # first line, so that its line k is the listing's line k), with line embeddings and without;
 # warmup-names-session-longer goes on 2,700 steps more from the one with them (~33 min), and
 # warmup-names-session-headers 1,500 more from there with 0-3 header lines opening each listing
-# (data.copy_session_header_max=3, as total, . and .. open ls -la's), which the names column skips.
+# (data.copy_session_header_max=3, as total, . and .. open ls -la's), which the names column skips;
+# warmup-names-session-mixed 900 more from there on a mix (a quarter plain copies; of the listings,
+# a third repeated whole, a third as a run of lines, a third as the names column), all in a
+# session's shape: does the names column survive the whole-line copying it displaced?
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -38,7 +41,7 @@
 #                              [warmup-names-curriculum] [warmup-names-lines] [warmup-names-continued]
 #                              [warmup-names-short-lines] [warmup-names-short-continued]
 #                              [warmup-names-session-continued] [warmup-names-session-longer]
-#                              [warmup-names-session-headers]
+#                              [warmup-names-session-headers] [warmup-names-session-mixed]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -133,6 +136,13 @@ if selected warmup-names-session-headers; then
     --config.data.copy_session_header_max=3 --config.train.eval_every=100 \
     --config.train.init_from=runs/fidelity/copy-warmup-names-session-longer
   probe_report runs/fidelity/copy-warmup-names-session-headers
+fi
+if selected warmup-names-session-mixed; then
+  warmup runs/fidelity/copy-warmup-names-session-mixed 900 900 $session --config.model.line_embeddings=32 \
+    --config.data.copy_session_header_max=3 --config.data.copy_lines_fraction=0.75 \
+    --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5 --config.train.eval_every=100 \
+    --config.train.init_from=runs/fidelity/copy-warmup-names-session-headers
+  probe_report runs/fidelity/copy-warmup-names-session-mixed
 fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
