@@ -525,6 +525,10 @@ def test_session_header_lines_shift_the_names_column_by_their_count_by_hand(setu
             assert np.array_equal(ids[at_listing:at_listing + name_len], column[k * (name_len + 1):][:name_len])
             assert line_T[at_listing] == line_T[at_column] + header
     assert counts == {0, 1, 2, 3}
+    for seq_len in (64, 128):  # whole repeats hold the header twice; every kind fits the window
+        mixed = data.CopyExample(token_ids, seq_len, seed=3, lines_fraction=1.0, select_fraction=0.5,
+                                 names_fraction=0.5, newline_id=newline, session_marker_id=out, header_max=3)
+        assert max(len(mixed.map(index)[0]["inputs"]) for index in range(2000)) == seq_len
     with pytest.raises(ValueError, match="copy_session_header_max needs data.copy_sessions"):
         data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
                                              copy_session_header_max=2), shard=(0, 1))

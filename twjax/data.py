@@ -216,7 +216,8 @@ class CopyExample(grain.transforms.Map):
             if self.session_marker_id >= 0:
                 marker = [self.session_marker_id]
                 header_rng = np.random.default_rng((self.seed, int(index), 3))
-                room = (self.seq_len - 1 - len(filler) - len(copied) - len(second)) // (prefix_len + 2)
+                header_len = (prefix_len + 2) * (1 if selected else 2)  # a whole repeat holds the header twice
+                room = (self.seq_len - 1 - len(filler) - len(copied) - len(second)) // header_len
                 header = header_lines(header_rng, lines_NxW, prefix_len,
                                       min(int(header_rng.integers(0, self.header_max + 1)), room),
                                       header_names(self.token_ids))
@@ -227,7 +228,8 @@ class CopyExample(grain.transforms.Map):
             rng = np.random.default_rng((self.seed, int(index)))
             copied = second = rng.choice(self.token_ids, rng.integers(8, min(128, self.seq_len // 3) + 1))
             filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
-        ids = np.concatenate([copied, filler, second]).astype(np.int32)
+        # The two markers of a session's shape can pass seq_len + 1 by a token or two: the end goes.
+        ids = np.concatenate([copied, filler, second]).astype(np.int32)[:self.seq_len + 1]
         weights = np.zeros(len(ids) - 1, np.float32)
         # The second part's targets but its first token (for a selection, its cue), or in a session
         # shape those after its marker.
