@@ -64,7 +64,7 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
     if real_newline:
         ids = ids[ids != model.config.newline_id]
     n_lines, prefix_len, line_len = 6, 6, 8
-    rows, names, listings = [], [], []
+    rows, names, listings, header_counts = [], [], [], []
     for example in range(n_examples):
         shared, newline = rng.choice(ids, prefix_len), rng.choice(ids)
         if real_newline:
@@ -77,6 +77,7 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
         opened = [tok.out_id] if session else []
         header = [np.concatenate([shared, [name], [newline]])
                   for name in rng.choice(data.header_names(ids), 1 + example % 3)] if headers else []
+        header_counts.append(len(header))
         second = len(opened) + (len(header) + len(lines)) * line_len + 10
         if names_only:
             repeated = np.concatenate([[data.selection_cues(ids)[0]], opened, listing_LxW[:, prefix_len:].ravel()])
@@ -103,7 +104,7 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
 
     return {"accuracy": shares["right"], "examples": n_examples, "targets": len(kinds), "predicted": shares,
             "by_line": right_by(lambda row, line: line),
-            "by_header_lines": right_by(lambda row, line: 1 + row % 3 if headers else 0)}
+            "by_header_lines": right_by(lambda row, line: header_counts[row])}
 
 
 _KINDS = ("right", "previous_name", "other_name", "newline", "prefix", "other")
