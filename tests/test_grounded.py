@@ -172,7 +172,9 @@ def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, bac
     agent = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(0)))
     terminal = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(1)))
     tasks = [registry.generate(name, seed=5) for name in sorted(registry.FAMILIES)[:4]]
-    observations = task_episodes.observe_tasks(tasks, backend, workers=2)
+    by_task = task_episodes.observe_tasks(tasks + tasks[:1], backend, workers=2)  # a repeated task: once
+    assert sorted(by_task) == sorted(t.id for t in tasks)
+    observations = [by_task[t.id] for t in tasks]
     assert all(o.label == "setup" and o.command == task_episodes.OBSERVE_COMMAND and o.exit_code == 0
                and o.output for o in observations)
     rollout_config = rollout.RolloutConfig(max_turns=2, min_turns=2, max_command_tokens=6, max_output_tokens=16,
@@ -191,7 +193,6 @@ def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, bac
     batch = interleave.mixed_batch(agent, terminal, tok, tasks, jax.random.key(1), config=rollout_config,
                                    real_fraction=0.25, backend=backend, workers=2, observe=True)
     assert sorted(e.extra["terminal"] for e in batch.episodes) == ["learned", "learned", "learned", "real"]
-    by_task = {task.id: observation for task, observation in zip(tasks, observations)}
     for episode in batch.episodes:
         assert episode.n_given == 1 and len(episode.turns) == 3, episode  # the observation, two agent turns
         assert timeless(episode.turns[0].output) == timeless(by_task[episode.extra["task_id"]].output)

@@ -130,11 +130,12 @@ def with_verdicts(episodes: list[Episode], passed) -> list[Episode]:
 
 
 def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig, key, backend: str, workers: int,
-                 observe: bool = False):
-    """Every task `samples` times in real sandboxes, judged by the real verifier. -> (counts, episodes)"""
+                 observations=None):
+    """Every task `samples` times in real sandboxes, judged by the real verifier; with `observations`
+    (tasks.episodes.observe_tasks) the sessions open with them. -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
     try:
-        passed, episodes = grounded_passes(agent, tok, attempts, config, key, backend, workers, observe)
+        passed, episodes = grounded_passes(agent, tok, attempts, config, key, backend, workers, observations)
     except SandboxError:
         # An agent command ended its sandbox's shell (`exit`, `kill -9 $$`, ...), which ends the
         # batch: one attempt at a time then, and an attempt whose sandbox dies has failed.
@@ -142,7 +143,7 @@ def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig,
         for index, task in enumerate(attempts):
             try:
                 one_passed, one_episode = grounded_passes(agent, tok, [task], config, jax.random.fold_in(key, index),
-                                                          backend, 1, observe)
+                                                          backend, 1, observations)
             except SandboxError:
                 one_passed, one_episode = [0.0], []
             passed += list(one_passed)
@@ -151,24 +152,22 @@ def real_results(agent, tok, tasks, samples: int, config: rollout.RolloutConfig,
 
 
 def grounded_passes(agent, tok, attempts, config: rollout.RolloutConfig, key, backend: str, workers: int,
-                    observe: bool = False):
-    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(
-        tok, attempts, config.cache_len, observe=observe, backend=backend, workers=workers,
-        max_prompt_len=MAX_PROMPT_LEN)
+                    observations=None):
+    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(tok, attempts, config.cache_len, observations,
+                                                                  MAX_PROMPT_LEN)
     state, passed = grounded.grounded_rollout(*agent, tok, attempts, prompts_BxP, lengths_B, key, config=config,
                                               backend=backend, workers=workers)
     return passed, with_verdicts(attempt_episodes(tok, state, attempts, "real", given), passed)
 
 
 def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.RolloutConfig, key,
-                    observe: bool = False, backend: str = "auto", workers: int = 8):
+                    observations=None):
     """Every task `samples` times inside the learned terminal, judged by the learned verifier
-    (with `observe`, the sessions open with the tasks' observations, from sandboxes of `backend`).
+    (with `observations`, tasks.episodes.observe_tasks, the sessions open with them).
     -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
-    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(
-        tok, attempts, config.cache_len, observe=observe, backend=backend, workers=workers,
-        max_prompt_len=MAX_PROMPT_LEN)
+    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(tok, attempts, config.cache_len, observations,
+                                                                  MAX_PROMPT_LEN)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, key,
                             markers=rollout.Markers.from_tokenizer(tok), config=config)
     episodes = attempt_episodes(tok, state, attempts, "learned", given)  # learned_verdicts consumes the state
@@ -202,17 +201,19 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
     greedy) `greedy`, one greedy attempt per task. Every attempt goes to episodes_dir, if given,
     as {real,learned}-SPLIT-{sampled,greedy}.jsonl. The learned judge runs under learned_config
     (default: config), whose context the terminal's may shorten (judge_configs). With `observe`
-    every attempt opens with its task's observation (rollout_episodes.task_prompts)."""
+    every attempt opens with its task's observation, made once per task for all the judges."""
     splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers, observe), config)}
+        observations = task_episodes.observe_tasks(tasks, backend, workers) if observe else None
+        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers, observations),
+                           config)}
         if terminal is not None:
-            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key, observe,
-                                                              backend, workers), learned_config or config)
+            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key, observations),
+                                 learned_config or config)
         for judge, (run, judge_config) in judges.items():
             results, episodes = run(samples, judge_config)
             summary = summarize(results, ks)

@@ -43,6 +43,7 @@ from flax import nnx
 from twjax import agent_eval, checkpoint_io, configlib, grounded, interleave, metrics_log, optim, rl, rollout
 from twjax import rollout_episodes, train
 from twjax.episode import write_jsonl
+from twjax.tasks import episodes as task_episodes
 from twjax.tasks import registry
 
 REGIMES = ("A", "B", "C", "RL")
@@ -234,9 +235,9 @@ def select_verified(episodes, learned_rewards, real_rewards: dict[int, float], t
 
 def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig):
     """The sessions' prompts, opened by the tasks' observations with agent.observe_setup."""
-    return rollout_episodes.task_prompts(tok, tasks, rollout_config.cache_len, observe=bool(config.agent.observe_setup),
-                                         backend=config.agent.backend, workers=int(config.agent.workers),
-                                         max_prompt_len=agent_eval.MAX_PROMPT_LEN)
+    observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers)) \
+        if config.agent.observe_setup else None
+    return rollout_episodes.task_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN)
 
 
 def imagine_round(config, agent_dir, round_index: int):

@@ -75,17 +75,18 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
                 max_prompt_len: int = 128, observe: bool = False) -> MixedBatch:
     """`agent` and `terminal` are (graphdef, params) pairs. The first round(real_fraction · B)
     tasks run against real sandboxes, the rest inside the learned terminal. With `observe` every
-    session opens with the observation of its task's state (rollout_episodes.task_prompts)."""
+    session opens with the observation of its task's state (tasks.episodes.observe_tasks, once per
+    task; rollout_episodes.task_prompts)."""
     n_real = int(round(real_fraction * len(tasks)))
     real_tasks, sim_tasks = tasks[:n_real], tasks[n_real:]
     episodes, replays = [], []
     summary = {"sessions": len(tasks), "real_sessions": n_real, "learned_sessions": len(sim_tasks)}
     real_key, sim_key = jax.random.split(key)
+    observations = task_episodes.observe_tasks(tasks, backend, workers) if observe else None
 
     if sim_tasks:
-        prompts_BxP, lengths_B, sim_given = rollout_episodes.task_prompts(
-            tok, sim_tasks, config.cache_len, observe=observe, backend=backend, workers=workers,
-            max_prompt_len=max_prompt_len)
+        prompts_BxP, lengths_B, sim_given = rollout_episodes.task_prompts(tok, sim_tasks, config.cache_len,
+                                                                           observations, max_prompt_len)
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
                                 markers=rollout.Markers.from_tokenizer(tok), config=config)
         sim_episodes = rollout_episodes.state_to_episodes(
@@ -106,9 +107,8 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
                        learned_pass_precision=float(true_N[learned_N].mean()) if learned_N.any() else None)
 
     if real_tasks:
-        prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(
-            tok, real_tasks, config.cache_len, observe=observe, backend=backend, workers=workers,
-            max_prompt_len=max_prompt_len)
+        prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(tok, real_tasks, config.cache_len,
+                                                                            observations, max_prompt_len)
         state, rewards = grounded.grounded_rollout(*agent, tok, real_tasks, prompts_BxP, lengths_B, real_key,
                                                    config=config, backend=backend, workers=workers)
         real_episodes = rollout_episodes.state_to_episodes(

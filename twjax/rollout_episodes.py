@@ -8,7 +8,6 @@ import numpy as np
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode, Turn
 from twjax.rollout import CONTEXT_FULL, ENDED_BY_AGENT, RUNNING, SANDBOX_LOST, TURN_LIMIT, LoopState
-from twjax.tasks import episodes as task_episodes
 from twjax.tasks.base import Task
 
 STOP_NAMES = {RUNNING: "running", ENDED_BY_AGENT: "ended_by_agent", TURN_LIMIT: "turn_limit",
@@ -34,19 +33,17 @@ def build_prompts(tok: tokenizer_lib.Tokenizer, task_texts: list[str], max_promp
     return prompts_BxP, np.array([len(ids) for ids in encoded], np.int32)
 
 
-def task_prompts(tok: tokenizer_lib.Tokenizer, tasks: list[Task], cache_len: int, *, observe: bool = False,
-                 backend: str = "auto", workers: int = 8, max_prompt_len: int = 128):
+def task_prompts(tok: tokenizer_lib.Tokenizer, tasks: list[Task], cache_len: int,
+                 observations: dict[str, Turn] | None = None, max_prompt_len: int = 128):
     """(prompts_BxP, lengths_B, given) for sessions of `tasks` in a context of cache_len tokens:
-    `<task>` prompts cut to max_prompt_len and given None, or with `observe` each session opened by
-    its task's observation (given; observed once per distinct task in sandboxes of `backend`),
-    pinned in half the context at most, as training pins it: for models trained on observed
-    transcripts (collect --config.observe_setup=True)."""
+    `<task>` prompts cut to max_prompt_len and given None, or with `observations` (by task id,
+    tasks.episodes.observe_tasks) each session opened by its task's observation (given), pinned in
+    half the context at most, as training pins it: for models trained on observed transcripts
+    (collect --config.observe_setup=True)."""
     texts = [task.instruction for task in tasks]
-    if not observe:
+    if observations is None:
         return (*build_prompts(tok, texts, max_prompt_len), None)
-    distinct = {task.id: task for task in tasks}  # repeated attempts at a task share its observation
-    observed = dict(zip(distinct, task_episodes.observe_tasks(list(distinct.values()), backend, workers)))
-    given = [[observed[task.id]] for task in tasks]
+    given = [[observations[task.id]] for task in tasks]
     return (*build_prompts(tok, texts, cache_len // 2, given), given)
 
 

@@ -49,20 +49,19 @@ def prepare(session, task: Task, observe: bool = False) -> list[Turn]:
     return [run_turn(session, OBSERVE_COMMAND, "setup")] if observe else []
 
 
-def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8) -> list[Turn]:
-    """Each task's observation (the "setup" turn `prepare` opens a transcript with), each from its
-    own fresh sandbox: what a rollout gives a terminal trained on observed transcripts. The setups
-    are deterministic, so a later sandbox of the same task holds the same files; only the minute in
-    the listing's times may differ."""
-    def observe(session, index: int) -> tuple[int, Turn]:
-        [turn] = prepare(session, tasks[index], observe=True)
-        return index, turn
+def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8) -> dict[str, Turn]:
+    """{task id: its observation} (the "setup" turn `prepare` opens a transcript with), each distinct
+    task observed once, in its own fresh sandbox: what a rollout gives a terminal trained on observed
+    transcripts. The setups are deterministic, so a later sandbox of the same task holds the same
+    files; only the minute in the listing's times may differ."""
+    distinct = list({task.id: task for task in tasks}.values())
 
-    turns: list[Turn | None] = [None] * len(tasks)
+    def observe(session, task: Task) -> tuple[str, Turn]:
+        [turn] = prepare(session, task, observe=True)
+        return task.id, turn
+
     with Pool(backend=backend, workers=workers) as pool:
-        for index, turn in pool.imap_unordered(observe, range(len(tasks))):
-            turns[index] = turn
-    return turns
+        return dict(pool.imap_unordered(observe, distinct))
 
 
 def verify(session, task: Task) -> Turn:
