@@ -126,24 +126,20 @@ for run in warmup-names-continued:lines-continued:--config.model.line_embeddings
     probe_report "runs/fidelity/copy-warmup-names-$name"
   fi
 done
-if selected warmup-names-session-longer; then
-  warmup runs/fidelity/copy-warmup-names-session-longer 2700 2700 $names $session --config.model.line_embeddings=32 \
-    --config.train.eval_every=100 --config.train.init_from=runs/fidelity/copy-warmup-names-session-lines-continued
-  probe_report runs/fidelity/copy-warmup-names-session-longer
-fi
-if selected warmup-names-session-headers; then
-  warmup runs/fidelity/copy-warmup-names-session-headers 1500 1500 $names $session --config.model.line_embeddings=32 \
-    --config.data.copy_session_header_max=3 --config.train.eval_every=100 \
-    --config.train.init_from=runs/fidelity/copy-warmup-names-session-longer
-  probe_report runs/fidelity/copy-warmup-names-session-headers
-fi
-if selected warmup-names-session-mixed; then
-  warmup runs/fidelity/copy-warmup-names-session-mixed 900 900 $session --config.model.line_embeddings=32 \
-    --config.data.copy_session_header_max=3 --config.data.copy_lines_fraction=0.75 \
-    --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5 --config.train.eval_every=100 \
-    --config.train.init_from=runs/fidelity/copy-warmup-names-session-headers
-  probe_report runs/fidelity/copy-warmup-names-session-mixed
-fi
+# The session-shaped chain, each run from the one before it, with line embeddings.
+lined="$session --config.model.line_embeddings=32 --config.train.eval_every=100"
+headers="--config.data.copy_session_header_max=3"
+previous=session-lines-continued
+for run in "session-longer:2700:$names" "session-headers:1500:$names $headers" \
+           "session-mixed:900:$headers --config.data.copy_lines_fraction=0.75 --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5"; do
+  IFS=: read -r name steps extra <<< "$run"
+  if selected "warmup-names-$name"; then
+    warmup "runs/fidelity/copy-warmup-names-$name" "$steps" "$steps" $lined $extra \
+      "--config.train.init_from=runs/fidelity/copy-warmup-names-$previous"  # word-split: flags
+    probe_report "runs/fidelity/copy-warmup-names-$name"
+  fi
+  previous=$name
+done
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
