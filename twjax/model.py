@@ -163,7 +163,8 @@ def line_columns(tokens_BxT: jax.Array, starts_BxT: jax.Array, config: ModelConf
     of line k, behind a prefix of varying length; with no notion of lines, that takes a two-hop
     circuit that the tiny model never learns (README, "The names column"), while a token's line
     and column make "the name on the line after the one just copied" addressable by position.
-    (The warm-ups there did not learn that in 1,500 steps either.)
+    (The warm-ups there learn it where the names column and the listing align, each counted from
+    its `<out>`, as data.copy_sessions shapes them; not on selections that start at any line.)
     """
     t = tokens_BxT.shape[1]
     index_1xT = jnp.arange(t, dtype=jnp.int32)[None]
