@@ -5,12 +5,13 @@ import functools
 import os
 import random
 
+import ml_collections
 import pytest
 
 from harness_fixtures import session_factory as open_session  # noqa: F401 (fixture)
 from twjax.episode import Episode
 from twjax.evaluate.normalize import normalize_output
-from twjax.tasks import episodes, registry
+from twjax.tasks import collect, episodes, registry
 from twjax.tasks.base import TASK_DIR, Task
 
 FAMILIES = sorted(registry.FAMILIES)
@@ -165,6 +166,35 @@ def test_observation_of_the_state_opens_every_kind_of_episode(family, open_sessi
     assert same_state(explored.turns[0], seen) and same_state(injected.turns[0], seen)
     assert [t.label for t in explored.turns + injected.turns].count("setup") == 2
     assert episodes.check_task(open_session, task).episode.turns[0].label != "setup"  # off by default
+
+
+@pytest.mark.parametrize("family", ["git_repo", "files_dirs", "logs"])
+def test_listing_first_observation_aligns_the_directory_listing_with_a_later_ls(family, open_session):
+    task = registry.generate(family, 3, 2)
+    with open_session() as session:
+        [seen] = episodes.prepare(session, task, observe=episodes.OBSERVE_LISTING_FIRST)
+        names = session.run("ls -1A -I .git", timeout=20).output.split("\n")[:-1]
+        contents_first = episodes.run_turn(session, episodes.OBSERVE_COMMAND, "setup")
+    lines = seen.output.split("\n")
+    assert seen.label == "setup" and seen.command == episodes.OBSERVE_LISTING_FIRST and seen.exit_code == 0
+    assert lines[0].startswith("total ") and lines[1].endswith(" .") and lines[2].endswith(" ..")
+    assert [line.split()[-1] for line in lines[3:3 + len(names)]] == names  # ls -la's line 3 + k: ls's line k
+    assert seen.output.index("==> ") > seen.output.index(names[-1]), "the listing first, then contents"
+    # the same files and contents as the default layout shows, in another order
+    heads = {line for line in contents_first.output.split("\n") if line and not line[0] in "-dl.t"}
+    assert heads <= set(lines), heads - set(lines)
+
+
+def test_observation_layout_is_a_collection_setting():
+    config = ml_collections.ConfigDict(dict(observe_setup=False, observe_layout="listing_first"))
+    assert collect.observation_command(config) is False
+    config.observe_setup = True
+    assert collect.observation_command(config) == episodes.OBSERVE_LISTING_FIRST
+    config.observe_layout = "contents_first"
+    assert collect.observation_command(config) == episodes.OBSERVE_COMMAND
+    config.observe_layout = "sideways"
+    with pytest.raises(ValueError, match="observe_layout 'sideways'"):
+        collect.observation_command(config)
 
 
 @pytest.mark.parametrize("family, seed", [("text_grep", 4), ("git_repo", 4), ("shell_scripting", 0),

@@ -27,10 +27,11 @@ def replay_for_real(episodes: list[Episode], tasks: list[Task], backend: str, wo
     the true reward (`extra.real_reward`: the real verifier after the agent's last command). The
     verifier's run closes the replay as a "verify" turn, so replays are transcripts a learned
     terminal can train on: its verdicts on the agent's sessions, not only on the expert's. A session
-    that opened with the observation of its state opens its replay with the real one."""
+    that opened with the observation of its state opens its replay with the real one, by the same
+    observation command."""
     def replay(session, index):
         task, learned = tasks[index], episodes[index]
-        observed = task_episodes.prepare(session, task, observe=learned.n_given > 0)
+        observed = task_episodes.prepare(session, task, observe=learned.turns[0].command if learned.n_given else False)
         turns = observed + [session.replay(turn, timeout=REPLAY_TIMEOUT_S)
                             for turn in learned.turns[learned.n_given:]]
         verdict = task_episodes.verify(session, task)

@@ -20,6 +20,9 @@ def get_config(arg=None):
     # Open every transcript with an observation of the state after setup (a "setup" turn): what the
     # learned terminal is given instead of guessing what files hold (README, "Fidelity").
     c.observe_setup = False
+    # contents_first (file heads, then the recursive listing) or listing_first (the directory's own
+    # ls -la first, aligned with a later ls: twjax/tasks/episodes.py).
+    c.observe_layout = "contents_first"
     c.seed = 0
     c.backend = "bwrap"  # starts a sandbox in ~50 ms (docker: ~1 s); --config.backend=docker or auto to change
     c.workers = 2

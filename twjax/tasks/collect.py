@@ -72,12 +72,25 @@ class CountingSession:
         return getattr(self._session, name)
 
 
-def run_job(session, job: splits.Job, exploration_steps: int, observe: bool = False) -> dict:
+def observation_command(config) -> str | bool:
+    """The command a collection opens its transcripts with (config.observe_setup; its layout,
+    config.observe_layout, one of episodes.OBSERVE_COMMANDS), or False."""
+    from twjax.tasks import episodes
+    if not config.get("observe_setup", False):
+        return False
+    layout = config.get("observe_layout", "contents_first")
+    if layout not in episodes.OBSERVE_COMMANDS:
+        raise ValueError(f"observe_layout {layout!r} is not one of {sorted(episodes.OBSERVE_COMMANDS)}")
+    return episodes.OBSERVE_COMMANDS[layout]
+
+
+def run_job(session, job: splits.Job, exploration_steps: int, observe: bool | str = False) -> dict:
     """In a worker with a fresh session: check the task (check_task: the no-op must fail the verifier,
     the expert solution must pass it), then record one episode of the job's kind. An expert job's
     episode is the check's own; for other kinds the sandbox is reset (Session.reset: processes
     killed, writable directories emptied) so the episode starts from the untouched state.
-    `observe`: every episode opens with the observation of the state after setup (episodes.prepare).
+    `observe`: every episode opens with the observation of the state after setup (episodes.prepare;
+    a string: the observation command).
     Returns {"episode": json} or {"failure": json}, and "commands": how many the harness ran."""
     from twjax.harness.shell import SandboxError
     from twjax.tasks import episodes
@@ -243,7 +256,7 @@ def collect(config, out: str | pathlib.Path, limit: int | None = None, progress:
             open(out / FAILURES, "a", encoding="utf-8") as failures:
         backend = pool.backend
         work = functools.partial(run_job, exploration_steps=int(config.exploration_steps),
-                                 observe=bool(config.get("observe_setup", False)))
+                                 observe=observation_command(config))
         try:
             for result in pool.imap_unordered(work, todo):
                 commands += result["commands"]

@@ -27,18 +27,25 @@ SCRIPT_TIMEOUT = 60.0
 # 40 lines at most). Contents come first: they are what most outputs show (cat, head, wc, grep), and
 # a long session's pinned prefix keeps an observation's head lines (twjax.tokenizer), while a
 # listing line costs ~35 tokens (mode, digits one a piece, time).
-OBSERVE_COMMAND = ("{ find . -name .git -prune -o -type f -print | LC_ALL=C sort | head -n 24 "
-                   "| xargs -r -d '\\n' grep -Il '' | xargs -r -d '\\n' head -v -n 20 2>/dev/null | head -n 60; "
-                   "ls -laR -I .git | head -n 40; }")
+_CONTENTS = ("find . -name .git -prune -o -type f -print | LC_ALL=C sort | head -n 24 "
+             "| xargs -r -d '\\n' grep -Il '' | xargs -r -d '\\n' head -v -n 20 2>/dev/null | head -n 60")
+OBSERVE_COMMAND = "{ " + _CONTENTS + "; ls -laR -I .git | head -n 40; }"
+# The same state with the working directory's own long listing first, where ls -la prints it: its
+# line 3 + k (after total, . and ..) names what a later plain `ls` prints on its line k, each
+# counted from its output's start, the alignment line embeddings learn a names column at (README,
+# "In a session's shape the names column is learnt"). Then contents, then the subdirectories.
+OBSERVE_LISTING_FIRST = "{ ls -la -I .git; " + _CONTENTS + "; ls -laR -I .git -- */ 2>/dev/null | head -n 40; }"
+OBSERVE_COMMANDS = {"contents_first": OBSERVE_COMMAND, "listing_first": OBSERVE_LISTING_FIRST}
 
 
 class TaskSetupError(RuntimeError):
     """The task's setup script failed: the task is broken, not the agent."""
 
 
-def prepare(session, task: Task, observe: bool = False) -> list[Turn]:
+def prepare(session, task: Task, observe: bool | str = False) -> list[Turn]:
     """Runs the setup and enters the task's directory. Returns the transcript's opening turns: the
-    observation of the state (label "setup") with `observe`, else none."""
+    observation of the state (label "setup") with `observe` (True: OBSERVE_COMMAND; a string: that
+    observation command), else none."""
     turn = session.run_script(task.setup, timeout=SCRIPT_TIMEOUT)
     if turn.exit_code != 0:
         raise TaskSetupError(f"{task.id}: setup exited {turn.exit_code}: {turn.output[-500:]}")
@@ -46,18 +53,21 @@ def prepare(session, task: Task, observe: bool = False) -> list[Turn]:
     entered = session.run(f"cd {task.workdir}", timeout=COMMAND_TIMEOUT)
     if entered.exit_code != 0:
         raise TaskSetupError(f"{task.id}: cannot enter {task.workdir}: {entered.output[-300:]}")
-    return [run_turn(session, OBSERVE_COMMAND, "setup")] if observe else []
+    if not observe:
+        return []
+    return [run_turn(session, OBSERVE_COMMAND if observe is True else observe, "setup")]
 
 
-def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8) -> dict[str, Turn]:
-    """{task id: its observation} (the "setup" turn `prepare` opens a transcript with), each distinct
-    task observed once, in its own fresh sandbox: what a rollout gives a terminal trained on observed
-    transcripts. The setups are deterministic, so a later sandbox of the same task holds the same
-    files; only the minute in the listing's times may differ."""
+def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8,
+                  command: str = OBSERVE_COMMAND) -> dict[str, Turn]:
+    """{task id: its observation by `command`} (the "setup" turn `prepare` opens a transcript with),
+    each distinct task observed once, in its own fresh sandbox: what a rollout gives a terminal
+    trained on observed transcripts. The setups are deterministic, so a later sandbox of the same
+    task holds the same files; only the minute in the listing's times may differ."""
     distinct = list({task.id: task for task in tasks}.values())
 
     def observe(session, task: Task) -> tuple[str, Turn]:
-        [turn] = prepare(session, task, observe=True)
+        [turn] = prepare(session, task, observe=command)
         return task.id, turn
 
     with Pool(backend=backend, workers=workers) as pool:
@@ -96,7 +106,7 @@ def finish(session, task: Task, turns: list[Turn], kind: str, episode_id: str, *
         verifier=task.verifier, passed=verdict.exit_code == 0, kind=kind, **extra))
 
 
-def expert_episode(session, task: Task, observe: bool = False) -> Episode:
+def expert_episode(session, task: Task, observe: bool | str = False) -> Episode:
     turns = prepare(session, task, observe)
     turns += solve(session, task)
     return finish(session, task, turns, "expert", f"{task.id}-expert")
@@ -109,7 +119,7 @@ def injected_episode(session, task: Task, rng: random.Random, **options) -> Epis
     return inject.injected_episode(session, task, rng, **options)
 
 
-def exploration_episode(session, task: Task, rng: random.Random, steps: int = 8, observe: bool = False) -> Episode:
+def exploration_episode(session, task: Task, rng: random.Random, steps: int = 8, observe: bool | str = False) -> Episode:
     from twjax.tasks import explore
     turns = prepare(session, task, observe)
     turns += explore.walk(session, rng, steps)
@@ -125,7 +135,7 @@ class TaskCheck:
     episode: Episode | None  # the expert episode, reusable as data when ok
 
 
-def check_task(session_or_factory, task: Task, observe: bool = False) -> TaskCheck:
+def check_task(session_or_factory, task: Task, observe: bool | str = False) -> TaskCheck:
     """Runs the task for real: the verifier must fail right after setup (doing nothing must not pass;
     a verifier that cannot fail is a bug) and pass after the expert solution.
 

@@ -319,7 +319,7 @@ def _label_kind(mistake: Mistake, turn: Turn) -> str:
 
 
 def injected_episode(session, task: Task, rng: random.Random, errors: int | None = None,
-                     explore_steps: int | None = None, observe: bool = False) -> Episode:
+                     explore_steps: int | None = None, observe: bool | str = False) -> Episode:
     """An episode of the task with `errors` (default 1-2) critic-approved mistakes and their repairs,
     optionally after a few exploration commands; the verifier probes the state right after the first
     mistake, and ends the episode. `observe`: open with the observation of the state (prepare)."""
