@@ -33,6 +33,11 @@
 # warmup-names-session-mixed 900 more from there on a mix (a quarter plain copies; of the listings,
 # a third repeated whole, a third as a run of lines, a third as the names column), all in a
 # session's shape: does the names column survive the whole-line copying it displaced?
+# observed-session-lines is the 1,024-token terminal on the observed collection from that mixed
+# warm-up, with line embeddings and three quarters of its records the same session-shaped mix.
+# observed-listing-session-lines is that on the same tasks collected with the working directory's
+# ls -la first in the observation (--config.observe_layout=listing_first), where a later plain ls
+# aligns with it at three header lines, as in the headers warm-up.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -42,6 +47,7 @@
 #                              [warmup-names-short-lines] [warmup-names-short-continued]
 #                              [warmup-names-session-continued] [warmup-names-session-longer]
 #                              [warmup-names-session-headers] [warmup-names-session-mixed]
+#                              [observed-session-lines] [observed-listing-session-lines]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -59,6 +65,9 @@ selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 collect "$data/n96"
 if [ "$RUNS" != recorded ]; then
   collect data/observed/n96 --config.observe_setup=True
+fi
+if selected observed-listing-session-lines; then
+  collect data/observed-listing/n96 --config.observe_setup=True --config.observe_layout=listing_first
 fi
 if [ ! -e "$data/tokenizer.model" ]; then
   "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$data/tokenizer.model" --vocab-size 2048
@@ -144,11 +153,15 @@ smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
 smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
+session_mix="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True $lined $headers --config.data.copy_lines_fraction=0.75"
+session_mix+=" --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5"
+session_mix+=" --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed"
 
 for run in recorded:$data/n96: observed:data/observed/n96: \
            observed-copy:data/observed/n96:--config.data.copy_fraction=0.75 \
            "observed-copy-smeared:data/observed/n96:$smeared" "observed-lines-smeared:data/observed/n96:$lines" \
-           "observed-select-smeared:data/observed/n96:$select"; do
+           "observed-select-smeared:data/observed/n96:$select" "observed-session-lines:data/observed/n96:$session_mix" \
+           "observed-listing-session-lines:data/observed-listing/n96:$session_mix"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
