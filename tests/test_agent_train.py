@@ -253,15 +253,19 @@ def test_report_with_observe_opens_every_attempt_with_its_tasks_observation(tmp_
     from twjax.episode import read_jsonl
     from twjax.tasks import episodes as task_episodes
     config, tok = tiny_eval_setup(tmp_path, max_len=640, max_turns=1)  # room for the observation's command
+    config.agent.update(observe_setup=True, observe_layout="listing_first")
+    assert agent_train.observation(config) == task_episodes.OBSERVE_LISTING_FIRST
     agent, terminal = (jitted_init(checkpoint_io.model_config(config), seed) for seed in (0, 1))
     agent_eval.report(agent, tok, ["files_dirs"], [], terminal=terminal, episodes_dir=tmp_path / "eval",
                       tasks_per_split=2, samples=2, ks=(1,), config=agent_eval.rollout_config_of(config, 640),
-                      key=jax.random.key(0), backend=available_backend(), workers=2, greedy=False, observe=True)
+                      key=jax.random.key(0), backend=available_backend(), workers=2, greedy=False,
+                      observe=agent_train.observation(config))
     for judge in ("real", "learned"):
         attempts = list(read_jsonl(tmp_path / "eval" / f"{judge}-in_distribution-sampled.jsonl"))
         assert len(attempts) == 4 and all(e.n_given == 1 and len(e.turns) >= 2 for e in attempts)
         observations = [e.turns[0] for e in attempts]
-        assert all(o.command == task_episodes.OBSERVE_COMMAND and o.output for o in observations)
+        assert all(o.command == task_episodes.OBSERVE_LISTING_FIRST and o.output.startswith("total ")
+                   for o in observations)
         # two attempts at a task share its one observation; two tasks have their own
         assert observations[0] == observations[1] and observations[2] == observations[3]
         assert observations[0].output != observations[2].output

@@ -195,20 +195,22 @@ def greedy_config(config: rollout.RolloutConfig) -> rollout.RolloutConfig:
 def report(agent, tok, in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, samples: int,
            ks: tuple[int, ...], config: rollout.RolloutConfig, key, backend: str, workers: int,
            terminal=None, learned_config: rollout.RolloutConfig | None = None, seed: int = 0, greedy: bool = True,
-           episodes_dir: str | pathlib.Path | None = None, observe: bool = False) -> dict:
+           episodes_dir: str | pathlib.Path | None = None, observe: bool | str = False) -> dict:
     """The agent's pass rates in real sandboxes (and in the learned terminal, given one), split
     into in-distribution and held-out families: pass@k of `samples` sampled attempts, and (if
     greedy) `greedy`, one greedy attempt per task. Every attempt goes to episodes_dir, if given,
     as {real,learned}-SPLIT-{sampled,greedy}.jsonl. The learned judge runs under learned_config
-    (default: config), whose context the terminal's may shorten (judge_configs). With `observe`
-    every attempt opens with its task's observation, made once per task for all the judges."""
+    (default: config), whose context the terminal's may shorten (judge_configs). With `observe` (True
+    or the observation command) every attempt opens with its task's observation, made once per task
+    for all the judges."""
     splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        observations = task_episodes.observe_tasks(tasks, backend, workers) if observe else None
+        observations = task_episodes.observe_tasks(tasks, backend, workers, task_episodes.observation_command(observe)) \
+            if observe else None
         judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers, observations),
                            config)}
         if terminal is not None:
@@ -297,9 +299,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling temperature of the sampled attempts (default: the agent config's)")
     parser.add_argument("--no-greedy", dest="greedy", action="store_false",
                         help="skip the greedy attempt per task (pass@k only)")
-    parser.add_argument("--observe", action="store_true",
-                        help="open every attempt with its task's observation (default: the agent config's "
-                             "agent.observe_setup), for models trained on observed transcripts")
+    parser.add_argument("--observe", nargs="?", const="contents_first", default=None,
+                        choices=sorted(task_episodes.OBSERVE_COMMANDS),
+                        help="open every attempt with its task's observation in this layout (default: the "
+                             "agent config's agent.observe_setup and observe_layout), for models trained on "
+                             "transcripts observed so")
     parser.add_argument("--episodes-dir", default="", help="write every attempt here as Episode JSONL")
     parser.add_argument("--out", default="", help="write the report JSON here too")
 
@@ -318,7 +322,8 @@ def main(args) -> int:
     config, learned_config = judge_configs(agent_config, terminal_config)
     common = dict(tasks_per_split=args.tasks, samples=args.samples, ks=tuple(int(k) for k in args.ks.split(",")),
                   config=config, key=jax.random.key(args.seed), backend=args.backend, workers=args.workers,
-                  seed=args.seed, greedy=args.greedy, observe=args.observe or bool(agent_config.agent.observe_setup))
+                  seed=args.seed, greedy=args.greedy,
+                  observe=task_episodes.observation(True, args.observe) if args.observe else agent_train.observation(agent_config))
     out = {"agent": report(nnx.split(agent_model), tok, in_families, held, terminal=terminal,
                            learned_config=learned_config, episodes_dir=args.episodes_dir or None, **common)}
     if args.floor:

@@ -80,6 +80,7 @@ AGENT_DEFAULTS = dict(
     backend="auto",
     workers=4,
     observe_setup=False,            # sessions open with the task's observation (agent and terminal trained on it)
+    observe_layout="contents_first",  # its layout, as the terminal's collection had it (tasks.episodes.OBSERVE_COMMANDS)
     # eval
     eval_tasks=8,                   # per split (in-distribution, held-out families); 0 skips the eval
     eval_samples=2,                 # sampled attempts per task (pass@k), at `temperature`
@@ -233,10 +234,16 @@ def select_verified(episodes, learned_rewards, real_rewards: dict[int, float], t
     return kept
 
 
+def observation(config) -> str | bool:
+    """The observation command the agent's sessions open with (agent.observe_setup, observe_layout), or False."""
+    return task_episodes.observation(bool(config.agent.observe_setup), config.agent.get("observe_layout", "contents_first"))
+
+
 def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig):
     """The sessions' prompts, opened by the tasks' observations with agent.observe_setup."""
-    observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers)) \
-        if config.agent.observe_setup else None
+    command = observation(config)
+    observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers), command) \
+        if command else None
     return rollout_episodes.task_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN)
 
 
@@ -412,7 +419,7 @@ def evaluate(config, agent_dir, episodes_dir: pathlib.Path) -> dict:
         ks=tuple(int(k) for k in config.agent.eval_ks), config=real_config, learned_config=learned_config,
         key=jax.random.key(int(config.train.seed)), backend=config.agent.backend, workers=int(config.agent.workers),
         terminal=terminal, greedy=bool(config.agent.eval_greedy), episodes_dir=episodes_dir,
-        observe=bool(config.agent.observe_setup))
+        observe=observation(config))
 
 
 def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:

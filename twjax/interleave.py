@@ -73,17 +73,19 @@ class MixedBatch:
 
 def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task], key, *,
                 config: rollout.RolloutConfig, real_fraction: float, backend: str = "auto", workers: int = 8,
-                max_prompt_len: int = 128, observe: bool = False) -> MixedBatch:
+                max_prompt_len: int = 128, observe: bool | str = False) -> MixedBatch:
     """`agent` and `terminal` are (graphdef, params) pairs. The first round(real_fraction · B)
-    tasks run against real sandboxes, the rest inside the learned terminal. With `observe` every
-    session opens with the observation of its task's state (tasks.episodes.observe_tasks, once per
+    tasks run against real sandboxes, the rest inside the learned terminal. With `observe` (True or
+    the observation command, as tasks.episodes.prepare takes it) every session opens with the
+    observation of its task's state (tasks.episodes.observe_tasks, once per
     task; rollout_episodes.task_prompts)."""
     n_real = int(round(real_fraction * len(tasks)))
     real_tasks, sim_tasks = tasks[:n_real], tasks[n_real:]
     episodes, replays = [], []
     summary = {"sessions": len(tasks), "real_sessions": n_real, "learned_sessions": len(sim_tasks)}
     real_key, sim_key = jax.random.split(key)
-    observations = task_episodes.observe_tasks(tasks, backend, workers) if observe else None
+    observations = task_episodes.observe_tasks(tasks, backend, workers, task_episodes.observation_command(observe)) \
+        if observe else None
 
     if sim_tasks:
         prompts_BxP, lengths_B, sim_given = rollout_episodes.task_prompts(tok, sim_tasks, config.cache_len,

@@ -15,7 +15,7 @@ from flax import nnx
 
 from twjax import checkpoint_io, interleave, rollout
 from twjax.episode import write_jsonl
-from twjax.tasks import registry
+from twjax.tasks import episodes as task_episodes, registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-len", type=int, default=0, help="default: the terminal's max_len")
     parser.add_argument("--temperature", type=float, default=1.0, help="the agent's; the terminal is greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--observe", action="store_true",
-                        help="open every session with the observation of its task's state, as transcripts "
-                             "collected with --config.observe_setup=True do (for models trained on them)")
+    parser.add_argument("--observe", nargs="?", const="contents_first", default=None,
+                        choices=sorted(task_episodes.OBSERVE_COMMANDS),
+                        help="open every session with the observation of its task's state in this layout, as "
+                             "transcripts collected with --config.observe_setup=True (and observe_layout) do, "
+                             "for models trained on them")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--out", required=True)
@@ -62,7 +64,8 @@ def main(args) -> int:
         agent_sampling=rollout.Sampling(temperature=args.temperature, top_p=args.top_p))
     batch = interleave.mixed_batch(nnx.split(agent_model), terminal, tok, tasks,
                                    jax.random.key(args.seed), config=config, real_fraction=args.real_fraction,
-                                   backend=args.backend, workers=args.workers, observe=args.observe)
+                                   backend=args.backend, workers=args.workers,
+                                   observe=task_episodes.observation(True, args.observe) if args.observe else False)
     write_jsonl(args.out, batch.episodes)
     if args.replay_out:
         write_jsonl(args.replay_out, batch.replays)

@@ -18,6 +18,7 @@ def get_config(arg=None):
     # Tasks from `twjax tasks import` (Harbor / Terminal-Bench): benchmarks, so test-only by default.
     c.imported = ml_collections.ConfigDict(dict(files=(), split="test", kinds=("expert",)))
     c.observe_setup = False  # see configs/data/tiny.py
+    c.observe_layout = "contents_first"  # see configs/data/tiny.py
     c.seed = 1
     c.backend = "auto"
     c.workers = 8

@@ -76,12 +76,7 @@ def observation_command(config) -> str | bool:
     """The command a collection opens its transcripts with (config.observe_setup; its layout,
     config.observe_layout, one of episodes.OBSERVE_COMMANDS), or False."""
     from twjax.tasks import episodes
-    if not config.get("observe_setup", False):
-        return False
-    layout = config.get("observe_layout", "contents_first")
-    if layout not in episodes.OBSERVE_COMMANDS:
-        raise ValueError(f"observe_layout {layout!r} is not one of {sorted(episodes.OBSERVE_COMMANDS)}")
-    return episodes.OBSERVE_COMMANDS[layout]
+    return episodes.observation(bool(config.get("observe_setup", False)), config.get("observe_layout", "contents_first"))
 
 
 def run_job(session, job: splits.Job, exploration_steps: int, observe: bool | str = False) -> dict:

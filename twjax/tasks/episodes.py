@@ -38,6 +38,19 @@ OBSERVE_LISTING_FIRST = "{ ls -la -I .git; " + _CONTENTS + "; ls -laR -I .git --
 OBSERVE_COMMANDS = {"contents_first": OBSERVE_COMMAND, "listing_first": OBSERVE_LISTING_FIRST}
 
 
+def observation(observe_setup: bool, layout: str = "contents_first") -> str | bool:
+    """The observation command of a setting (observe_setup and its layout, a key of
+    OBSERVE_COMMANDS), or False: what `prepare` and `observe_tasks` take."""
+    if layout not in OBSERVE_COMMANDS:
+        raise ValueError(f"observe_layout {layout!r} is not one of {sorted(OBSERVE_COMMANDS)}")
+    return OBSERVE_COMMANDS[layout] if observe_setup else False
+
+
+def observation_command(observe: bool | str) -> str:
+    """The command of a true `observe`: True means OBSERVE_COMMAND, a string is the command."""
+    return OBSERVE_COMMAND if observe is True else observe
+
+
 class TaskSetupError(RuntimeError):
     """The task's setup script failed: the task is broken, not the agent."""
 
@@ -55,7 +68,7 @@ def prepare(session, task: Task, observe: bool | str = False) -> list[Turn]:
         raise TaskSetupError(f"{task.id}: cannot enter {task.workdir}: {entered.output[-300:]}")
     if not observe:
         return []
-    return [run_turn(session, OBSERVE_COMMAND if observe is True else observe, "setup")]
+    return [run_turn(session, observation_command(observe), "setup")]
 
 
 def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8,
