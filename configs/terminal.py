@@ -67,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         copy_name_max=3,                     # longest name of a listing's lines, in tokens (1-3)
         copy_sessions=False,                 # listings opened by <out>, names columns from their first line
         copy_session_header_max=0,           # with copy_sessions: header lines (as ls -la's . and ..) 0-3
+        copy_recall_fraction=0.0,            # copy examples that recall one file's lines by its name (data.RecallExample)
         seed=0,
     ))
 

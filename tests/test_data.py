@@ -534,6 +534,59 @@ def test_session_header_lines_shift_the_names_column_by_their_count_by_hand(setu
                                              copy_session_header_max=2), shard=(0, 1))
 
 
+def test_recall_examples_ask_for_one_shown_files_lines_by_its_name_by_hand(setup):
+    _, _, tok = setup
+    token_ids, newline, out = data.copy_token_ids(tok), tok.id_of("\n"), tok.out_id
+    cue, targets = data.recall_cue(token_ids), 0
+    for seq_len, newline_id in ((64, -1), (128, newline), (512, newline)):
+        make = data.RecallExample(token_ids, seq_len, seed=3, marker_id=out, newline_id=newline_id)
+        for index in range(60):
+            [example] = make.map(index)
+            assert all(np.array_equal(a, b) for a, b in zip(example.values(), make.map(index)[0].values()))
+            ids = np.concatenate([example["inputs"], example["targets"][-1:]])
+            assert len(ids) <= seq_len + 1 and ids[0] == out and (ids == out).sum() == 2
+            second = np.flatnonzero(ids == out)[1]
+            # the targets: every token after the second <out>
+            assert (np.flatnonzero(example["weights"]) + 1 == np.arange(second + 1, len(ids))).all()
+            prompt, lines = make.parts(index)
+            assert np.array_equal(ids, np.concatenate([prompt, lines])[:seq_len + 1])
+            asked = prompt[np.flatnonzero(prompt == cue)[-1] + 1:-1]  # the key between the cue and <out>
+            opener, line_end = prompt[1], lines[-1]
+            assert newline_id < 0 or line_end == newline
+            # the shown files: [opener, key, closer, newline, lines], a blank line between them
+            starts = [i for i in np.flatnonzero(prompt[:np.flatnonzero(prompt == cue)[-1]] == opener)
+                      if i == 1 or prompt[i - 1] == prompt[i - 2] == line_end]
+            closer = prompt[np.flatnonzero(prompt == line_end)[0] - 1]  # the token before the first newline
+            shown = {}
+            for start, end in zip(starts, starts[1:] + [None]):
+                block = prompt[start:end]
+                key_end = np.flatnonzero(block == closer)[0]
+                shown[tuple(block[1:key_end])] = block[key_end + 2:]
+            assert 2 <= len(shown) <= 6  # files that do not fit are left out, down to two
+            assert tuple(asked) in shown and shown[tuple(asked)][:len(lines)].tolist() == lines.tolist()
+            targets += len(lines)
+    assert targets > 60 * 3 * 6
+
+
+def test_copy_recall_fraction_mixes_recall_examples_among_the_copies(setup):
+    root, _, tok = setup
+    cue, out = data.recall_cue(data.copy_token_ids(tok)), tok.out_id
+    config = make_config(root, copy_fraction=0.5, copy_recall_fraction=0.5, seq_len=128, batch_size=8)
+    kinds = {"real": 0, "recall": 0, "copy": 0}
+    markers = {tok.id_of(m) for m in T.MARKERS} - {out}  # a recall example holds <out>, and no other marker
+    for batch in take(data.make_train_iterator(config, shard=(0, 1)), 4):
+        for row_inputs, row_segments in zip(batch["inputs"], batch["segment_ids"]):
+            for segment in set(row_segments.tolist()) - {0}:
+                tokens = row_inputs[row_segments == segment]
+                kind = "real" if set(tokens.tolist()) & markers else \
+                    "recall" if tokens[0] == out and cue in tokens.tolist() else "copy"
+                kinds[kind] += 1
+    assert all(kinds.values()), kinds
+    assert_resumes_exactly(config, skip=2, compare=2)
+    with pytest.raises(ValueError, match="copy_recall_fraction"):
+        data.make_train_iterator(make_config(root, copy_fraction=0.5, copy_recall_fraction=2.0), shard=(0, 1))
+
+
 def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
     root, _, tok = setup
     config = make_config(root, copy_fraction=0.5, batch_size=8)

@@ -157,3 +157,24 @@ def test_a_model_that_counts_lines_is_probed_on_real_newlines(tok_and_model):
     assert column["predicted"]["previous_name"] > 0.7, column  # still beyond one-token induction
     induction.line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, predict=recording_oracle)
     assert (seen[1] == newline).sum() < 32  # drawn newlines: the real one only by chance
+
+
+def test_recall_probe_scores_the_jump_to_the_named_file_apart(tok_and_model):
+    tok, model = tok_and_model
+    make = data.RecallExample(data.copy_token_ids(tok), model.config.max_len, induction.PROBE_SEED, tok.out_id)
+    examples = [make.map(i)[0] for i in range(16)]
+
+    def knowing(inputs_BxT):  # writes each example's targets: what a model that finds the file writes
+        predicted = np.zeros_like(inputs_BxT)
+        for row, example in enumerate(examples):
+            predicted[row, :len(example["targets"])] = example["targets"]
+        return predicted
+
+    right = induction.recall_accuracy(model, tok, n_examples=16, predict=knowing)
+    assert right["accuracy"] == right["first_token"] == 1.0 and right["targets"] > 16 * 2
+    # One-token induction writes what followed the latest <out>: the first file's header, never its
+    # lines; once the first line is given it copies the rest.
+    oracle = induction.recall_accuracy(model, tok, n_examples=16, predict=induction_oracle)
+    assert oracle["first_token"] < 0.2 and oracle["accuracy"] > 0.5, oracle
+    untrained = induction.recall_accuracy(model, tok, n_examples=16)
+    assert untrained["accuracy"] < 0.1

@@ -238,6 +238,71 @@ class CopyExample(grain.transforms.Map):
                  "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
 
 
+@dataclasses.dataclass
+class RecallExample(grain.transforms.Map):
+    """Record index -> [one synthetic recall example] of at most seq_len + 1 tokens, a pure function
+    of (seed, index), shaped as `cat NAME` after an observation that showed the files' heads:
+    `<out>`, then 2..6 files one after another as `head -v` shows them ([open, key, close, newline],
+    1..6 lines of 1..8 tokens and a newline, fewer and shorter below 288 and 128 tokens, a blank line
+    between files; the last go where they do not fit, down to two), a filler, then
+    [cue, key of one of them, `<out>`] and that file's lines, the targets. The first target is
+    where induction fails: what followed the latest `<out>` is the first file's header; finding
+    the file takes matching the key (1-3 tokens; no two files share one) behind the header.
+    open, close and the lines' newline (where `newline_id` is < 0) are drawn per example; the cue
+    is the rarest ordinary piece not taken by another cue (recall_cue)."""
+    token_ids: np.ndarray
+    seq_len: int
+    seed: int
+    marker_id: int
+    newline_id: int = -1
+
+    def parts(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the prompt up to and with the second `<out>`, the named file's lines)."""
+        rng = np.random.default_rng((self.seed, int(index), 4))
+        ordinary = self.token_ids[self.token_ids != recall_cue(self.token_ids)]
+        newline = rng.choice(ordinary, 1) if self.newline_id < 0 else np.array([self.newline_id])
+        open_close = rng.choice(ordinary[ordinary != newline[0]], 2, replace=False)
+        content = ordinary[~np.isin(ordinary, np.concatenate([newline, open_close]))]
+        # Files shrink with the window (at 128 tokens: 1-2 lines of 1-8 tokens), so that several fit.
+        max_lines, max_width = int(np.clip(self.seq_len // 48, 1, 6)), int(np.clip(self.seq_len // 16, 2, 8))
+        n_files, keys, files = int(rng.integers(2, 7)), set(), []
+        while len(files) < n_files:
+            key = tuple(rng.choice(content, int(rng.integers(1, 4))))
+            if key in keys:
+                continue
+            keys.add(key)
+            lines = [np.concatenate([rng.choice(content, int(rng.integers(1, max_width + 1))), newline])
+                     for _ in range(int(rng.integers(1, max_lines + 1)))]
+            files.append((np.array(key), np.concatenate(lines)))
+        filler = rng.choice(content, int(rng.integers(0, min(32, self.seq_len // 8) + 1)))
+
+        def shown(kept):
+            blocks = [np.concatenate([newline] * (i > 0) + [open_close[:1], key, open_close[1:], newline, lines])
+                      for i, (key, lines) in enumerate(kept)]
+            return np.concatenate([[self.marker_id], *blocks, filler])
+
+        # Files go from the end until the shown files and the longest recall fit.
+        while len(files) > 2 and len(shown(files)) + max(len(k) + len(f) + 2 for k, f in files) > self.seq_len + 1:
+            files.pop()
+        key, lines = files[int(rng.integers(len(files)))]
+        prompt = np.concatenate([shown(files), [recall_cue(self.token_ids)], key, [self.marker_id]])
+        return prompt.astype(np.int32), lines.astype(np.int32)
+
+    def map(self, index: int) -> list[dict[str, np.ndarray]]:
+        prompt, lines = self.parts(index)
+        ids = np.concatenate([prompt, lines])[:self.seq_len + 1]
+        weights = np.zeros(len(ids) - 1, np.float32)
+        weights[len(prompt) - 1:] = 1.0  # the named file's lines, from the first
+        return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
+                 "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
+
+
+def recall_cue(token_ids: np.ndarray) -> int:
+    """The token that asks for one file's lines, as `cat` does: the rarest ordinary piece after
+    the selection cues and the header names."""
+    return int(token_ids[-5])
+
+
 LINES_MIN_SEQ_LEN = 64
 
 
@@ -388,8 +453,9 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none),
     copy_name_max (3: the longest name of a listing's lines, in tokens), copy_sessions (False: listings
     shaped as in a session, each part opened by `<out>`, names columns from the listing's first line),
-    copy_session_header_max (0: with copy_sessions, the most header lines that open a listing, 0-3).
-    With model.line_embeddings, listings end their lines in the tokenizer's newline."""
+    copy_session_header_max (0: with copy_sessions, the most header lines that open a listing, 0-3),
+    copy_recall_fraction (0.0: the fraction of copy examples that are recall examples, RecallExample).
+    With model.line_embeddings, listings and recalled files end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
@@ -412,10 +478,17 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
             raise ValueError("data.copy_session_header_max needs data.copy_sessions")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
-        copies = grain.MapDataset.range(len(ds))[shard[0]::shard[1]].map(
-            CopyExample(copy_token_ids(encode.tokenizer), data.seq_len, data.seed, lines_fraction, select_fraction,
-                        names_fraction, prefix_max, listing_newline_id(config, encode.tokenizer), name_max,
+        indices = grain.MapDataset.range(len(ds))[shard[0]::shard[1]]
+        token_ids, newline_id = copy_token_ids(encode.tokenizer), listing_newline_id(config, encode.tokenizer)
+        copies = indices.map(
+            CopyExample(token_ids, data.seq_len, data.seed, lines_fraction, select_fraction,
+                        names_fraction, prefix_max, newline_id, name_max,
                         encode.tokenizer.out_id if sessions else -1, header_max))
+        recall_fraction = _bounded(config, "copy_recall_fraction", 0.0, 1.0)
+        if recall_fraction > 0:
+            recalls = indices.map(RecallExample(token_ids, data.seq_len, data.seed, encode.tokenizer.out_id, newline_id))
+            copies = recalls if recall_fraction == 1.0 else \
+                grain.MapDataset.mix([copies, recalls], [1.0 - recall_fraction, recall_fraction])
         ds = grain.MapDataset.mix([ds, copies], [1.0 - copy_fraction, copy_fraction])
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(_field(config, "num_threads", 2)),
                                            prefetch_buffer_size=64))

@@ -335,7 +335,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                 "eval/line_copy_unique": probe["line_names"]["unique_prefix"],
                 "eval/line_copy_names_column": probe["line_names"]["names_column"],
                 "eval/line_copy_names_session": probe["line_names"]["names_column_session"],
-                "eval/line_copy_names_session_headers": probe["line_names"]["names_column_session_headers"]}
+                "eval/line_copy_names_session_headers": probe["line_names"]["names_column_session_headers"],
+                "eval/recall_copy": probe["recall"]["accuracy"], "eval/recall_copy_first": probe["recall"]["first_token"]}
 
     def evaluate(step: int) -> float:
         sums = zero_sums()
@@ -351,7 +352,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Res
                  f"{values.get('eval/line_copy_unique', float('nan')):.3f} unique prefix / "
                  f"{values.get('eval/line_copy_names_column', float('nan')):.3f} names column / "
                  f"{values.get('eval/line_copy_names_session', float('nan')):.3f} in a session's shape / "
-                 f"{values.get('eval/line_copy_names_session_headers', float('nan')):.3f} after header lines")
+                 f"{values.get('eval/line_copy_names_session_headers', float('nan')):.3f} after header lines, "
+                 f"recall {values.get('eval/recall_copy', float('nan')):.3f} "
+                 f"({values.get('eval/recall_copy_first', float('nan')):.3f} first tokens)")
         return values["eval/loss"]
 
     def checkpoint(step: int) -> None:

@@ -107,6 +107,27 @@ def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, n
             "by_header_lines": right_by(lambda row, line: header_counts[row])}
 
 
+def recall_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
+                    predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Recalling one file's lines by its name, as `cat NAME` after an observation of the files'
+    heads (data.RecallExample, from the probe's seed): the share of the file's tokens the argmax
+    gets right ("accuracy"), and of its first tokens alone ("first_token"), where one-token
+    induction copies the first file's header instead and only a match on the name finds the file."""
+    newline_id = model.config.newline_id if model.config.line_embeddings > 0 else -1
+    make = data.RecallExample(data.copy_token_ids(tok), min(model.config.max_len, 512), PROBE_SEED, tok.out_id,
+                              newline_id)
+    examples = [make.map(i)[0] for i in range(n_examples)]
+    width = max(len(e["inputs"]) for e in examples)
+    inputs_BxT, targets_BxT, weights_BxT = (
+        np.stack([np.pad(e[key], (0, width - len(e[key]))) for e in examples]).astype(dtype)
+        for key, dtype in (("inputs", np.int32), ("targets", np.int32), ("weights", np.float32)))
+    hits_BxT = (predict or _model_argmax(model))(inputs_BxT) == targets_BxT
+    first_B = weights_BxT.argmax(1)  # the first weighted position of each row
+    return {"accuracy": float((hits_BxT * weights_BxT).sum() / weights_BxT.sum()),
+            "first_token": float(hits_BxT[np.arange(n_examples), first_B].mean()),
+            "examples": n_examples, "targets": int(weights_BxT.sum())}
+
+
 _KINDS = ("right", "previous_name", "other_name", "newline", "prefix", "other")
 
 
@@ -127,11 +148,12 @@ def copy_probes(model: nnx.Module, tok: Tokenizer) -> dict:
     """copy_accuracy's result with the line-copy probe's accuracies under "line_names", and what the
     model wrote instead of the names column's names under "names_column_predicted" (in a session's
     shape: "names_column_session_predicted"), and the session-shaped accuracies by line and by the
-    header's lines under "names_column_session_by_line" and "names_column_session_headers_by_count"."""
+    header's lines under "names_column_session_by_line" and "names_column_session_headers_by_count",
+    and recall_accuracy's result under "recall"."""
     names_column = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True)
     in_session = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True)
     after_headers = line_copy_accuracy(model, tok, shared_prefix=True, names_only=True, session=True, headers=True)
-    return copy_accuracy(model, tok) | {"line_names": {
+    return copy_accuracy(model, tok) | {"recall": recall_accuracy(model, tok), "line_names": {
         "shared_prefix": line_copy_accuracy(model, tok, shared_prefix=True)["accuracy"],
         "unique_prefix": line_copy_accuracy(model, tok, shared_prefix=False)["accuracy"],
         "names_column": names_column["accuracy"], "names_column_session": in_session["accuracy"],
