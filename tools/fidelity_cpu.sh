@@ -38,6 +38,9 @@
 # observed-listing-session-lines is that on the same tasks collected with the working directory's
 # ls -la first in the observation (--config.observe_layout=listing_first), where a later plain ls
 # aligns with it at three header lines, as in the headers warm-up.
+# warmup-recall goes on 600 steps from warmup-names-session-mixed with half its copy examples recall
+# examples (data.copy_recall_fraction: files shown as head -v shows them, then one asked for by its
+# name, as cat after the observation).
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -47,7 +50,7 @@
 #                              [warmup-names-short-lines] [warmup-names-short-continued]
 #                              [warmup-names-session-continued] [warmup-names-session-longer]
 #                              [warmup-names-session-headers] [warmup-names-session-mixed]
-#                              [observed-session-lines] [observed-listing-session-lines]
+#                              [observed-session-lines] [observed-listing-session-lines] [warmup-recall]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -149,6 +152,15 @@ for run in "session-longer:2700:$names" "session-headers:1500:$names $headers" \
   fi
   previous=$name
 done
+# Recall examples (data.RecallExample: files shown as head -v shows them, one asked for by its name,
+# as cat after the observation) beside the session-shaped mix, from the mixed warm-up.
+recall="--config.data.copy_recall_fraction=0.5"
+if selected warmup-recall; then
+  warmup runs/fidelity/copy-warmup-recall 600 600 $lined $headers --config.data.copy_lines_fraction=0.75 \
+    --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5 $recall \
+    --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed
+  probe_report runs/fidelity/copy-warmup-recall
+fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
