@@ -247,7 +247,8 @@ class RecallExample(grain.transforms.Map):
     between files; the last go where they do not fit, down to two), a filler, then
     [cue, key of one of them, `<out>`] and that file's lines, the targets. The first target is
     where induction fails: what followed the latest `<out>` is the first file's header; finding
-    the file takes matching the key (1-3 tokens; no two files share one) behind the header.
+    the file takes matching the key (1-3 tokens of its own, no two files alike, then a suffix of 0-2
+    tokens that all the example's keys share, as `.txt` ends names) behind the header.
     open, close and the lines' newline (where `newline_id` is < 0) are drawn per example; the cue
     is the rarest ordinary piece not taken by another cue (recall_cue)."""
     token_ids: np.ndarray
@@ -265,15 +266,19 @@ class RecallExample(grain.transforms.Map):
         content = ordinary[~np.isin(ordinary, np.concatenate([newline, open_close]))]
         # Files shrink with the window (at 128 tokens: 1-2 lines of 1-8 tokens), so that several fit.
         max_lines, max_width = int(np.clip(self.seq_len // 48, 1, 6)), int(np.clip(self.seq_len // 16, 2, 8))
+        # Names often end alike (`.txt`): a suffix of 0-2 tokens shared by every key of the example,
+        # so that the key's last token does not tell the files apart.
         n_files, keys, files = int(rng.integers(2, 7)), set(), []
+        suffix = rng.choice(content, int(rng.integers(0, 3)))
         while len(files) < n_files:
-            key = tuple(rng.choice(content, int(rng.integers(1, 4))))
-            if key in keys:
+            own = tuple(rng.choice(content, int(rng.integers(1, 4))))
+            if own in keys:
                 continue
-            keys.add(key)
+            keys.add(own)
+            key = np.concatenate([own, suffix]).astype(content.dtype)
             lines = [np.concatenate([rng.choice(content, int(rng.integers(1, max_width + 1))), newline])
                      for _ in range(int(rng.integers(1, max_lines + 1)))]
-            files.append((np.array(key), np.concatenate(lines)))
+            files.append((key, np.concatenate(lines)))
         filler = rng.choice(content, int(rng.integers(0, min(32, self.seq_len // 8) + 1)))
 
         def shown(kept):
