@@ -39,7 +39,8 @@
 # ls -la first in the observation (--config.observe_layout=listing_first), where a later plain ls
 # aligns with it at three header lines, as in the headers warm-up.
 # observed-recall is observed-session-lines with half its copy examples recall examples, from the
-# recall warm-up (run warmup-recall first).
+# recall warm-up (run warmup-recall first); observed-recall-heavy that with nine tenths of its records
+# copy examples instead of three quarters, to keep the copy skills alive beside the transcripts.
 # warmup-recall goes on 600 steps from warmup-names-session-mixed with half its copy examples recall
 # examples (data.copy_recall_fraction: files shown as head -v shows them, then one asked for by its
 # name, as cat after the observation).
@@ -53,7 +54,7 @@
 #                              [warmup-names-session-continued] [warmup-names-session-longer]
 #                              [warmup-names-session-headers] [warmup-names-session-mixed]
 #                              [observed-session-lines] [observed-listing-session-lines] [warmup-recall]
-#                              [observed-recall]
+#                              [observed-recall] [observed-recall-heavy]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -168,7 +169,7 @@ smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
 smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
-session_mix="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True $lined $headers --config.data.copy_lines_fraction=0.75"
+session_mix="--config.model.smeared_keys=True $lined $headers --config.data.copy_lines_fraction=0.75"
 session_mix+=" --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5"
 recall_mix="$session_mix $recall --config.train.init_from=runs/fidelity/copy-warmup-recall"
 session_mix+=" --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed"
@@ -176,9 +177,11 @@ session_mix+=" --config.train.init_from=runs/fidelity/copy-warmup-names-session-
 for run in recorded:$data/n96: observed:data/observed/n96: \
            observed-copy:data/observed/n96:--config.data.copy_fraction=0.75 \
            "observed-copy-smeared:data/observed/n96:$smeared" "observed-lines-smeared:data/observed/n96:$lines" \
-           "observed-select-smeared:data/observed/n96:$select" "observed-session-lines:data/observed/n96:$session_mix" \
-           "observed-listing-session-lines:data/observed-listing/n96:$session_mix" \
-           "observed-recall:data/observed/n96:$recall_mix"; do
+           "observed-select-smeared:data/observed/n96:$select" \
+           "observed-session-lines:data/observed/n96:--config.data.copy_fraction=0.75 $session_mix" \
+           "observed-listing-session-lines:data/observed-listing/n96:--config.data.copy_fraction=0.75 $session_mix" \
+           "observed-recall:data/observed/n96:--config.data.copy_fraction=0.75 $recall_mix" \
+           "observed-recall-heavy:data/observed/n96:--config.data.copy_fraction=0.9 $recall_mix"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
