@@ -77,8 +77,8 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
     """`agent` and `terminal` are (graphdef, params) pairs. The first round(real_fraction · B)
     tasks run against real sandboxes, the rest inside the learned terminal. With `observe` (True or
     the observation command, as tasks.episodes.prepare takes it) every session opens with the
-    observation of its task's state (tasks.episodes.observe_tasks, once per
-    task; rollout_episodes.task_prompts)."""
+    observation of its task's state (tasks.episodes.observe_tasks, once per task;
+    rollout_episodes.task_prompts)."""
     n_real = int(round(real_fraction * len(tasks)))
     real_tasks, sim_tasks = tasks[:n_real], tasks[n_real:]
     episodes, replays = [], []
