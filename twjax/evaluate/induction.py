@@ -24,19 +24,21 @@ def _model_argmax(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
 def copy_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
                   predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """`predict(inputs_BxT) -> predicted_BxT` defaults to the model's argmax."""
-    seq_len = min(model.config.max_len, 512)
-    make = data.CopyExample(data.copy_token_ids(tok), seq_len, PROBE_SEED)
-    examples = [make.map(i)[0] for i in range(n_examples)]
-    width = max(len(e["inputs"]) for e in examples)
-
-    def padded(key, dtype):
-        return np.stack([np.pad(e[key], (0, width - len(e[key]))) for e in examples]).astype(dtype)
-
-    inputs_BxT, targets_BxT, weights_BxT = padded("inputs", np.int32), padded("targets", np.int32), padded("weights", np.float32)
+    make = data.CopyExample(data.copy_token_ids(tok), min(model.config.max_len, 512), PROBE_SEED)
+    inputs_BxT, targets_BxT, weights_BxT = _probe_batch(make, n_examples)
     predict = predict or _model_argmax(model)
-    # Padding follows each example, so causal attention keeps it out of every scored position.
     hits = float(((predict(inputs_BxT) == targets_BxT) * weights_BxT).sum())
     return {"accuracy": hits / float(weights_BxT.sum()), "examples": n_examples, "targets": int(weights_BxT.sum())}
+
+
+def _probe_batch(make, n_examples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs_BxT, targets_BxT, weights_BxT) of examples 0..n_examples-1 of a data Map (CopyExample,
+    RecallExample), right-padded: padding follows each example, so causal attention keeps it out of
+    every scored position."""
+    examples = [make.map(i)[0] for i in range(n_examples)]
+    width = max(len(e["inputs"]) for e in examples)
+    return tuple(np.stack([np.pad(e[key], (0, width - len(e[key]))) for e in examples]).astype(dtype)
+                 for key, dtype in (("inputs", np.int32), ("targets", np.int32), ("weights", np.float32)))
 
 
 def line_copy_accuracy(model: nnx.Module, tok: Tokenizer, shared_prefix: bool, names_only: bool = False,
@@ -116,11 +118,7 @@ def recall_accuracy(model: nnx.Module, tok: Tokenizer, n_examples: int = 32,
     newline_id = model.config.newline_id if model.config.line_embeddings > 0 else -1
     make = data.RecallExample(data.copy_token_ids(tok), min(model.config.max_len, 512), PROBE_SEED, tok.out_id,
                               newline_id)
-    examples = [make.map(i)[0] for i in range(n_examples)]
-    width = max(len(e["inputs"]) for e in examples)
-    inputs_BxT, targets_BxT, weights_BxT = (
-        np.stack([np.pad(e[key], (0, width - len(e[key]))) for e in examples]).astype(dtype)
-        for key, dtype in (("inputs", np.int32), ("targets", np.int32), ("weights", np.float32)))
+    inputs_BxT, targets_BxT, weights_BxT = _probe_batch(make, n_examples)
     hits_BxT = (predict or _model_argmax(model))(inputs_BxT) == targets_BxT
     first_B = weights_BxT.argmax(1)  # the first weighted position of each row
     return {"accuracy": float((hits_BxT * weights_BxT).sum() / weights_BxT.sum()),
