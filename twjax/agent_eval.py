@@ -209,8 +209,7 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        observations = task_episodes.observe_tasks(tasks, backend, workers, task_episodes.observation_command(observe)) \
-            if observe else None
+        observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observe else None
         judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers, observations),
                            config)}
         if terminal is not None:

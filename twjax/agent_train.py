@@ -241,9 +241,9 @@ def observation(config) -> str | bool:
 
 def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig):
     """The sessions' prompts, opened by the tasks' observations with agent.observe_setup."""
-    command = observation(config)
-    observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers), command) \
-        if command else None
+    observe = observation(config)
+    observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers), observe) \
+        if observe else None
     return rollout_episodes.task_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN)
 
 

@@ -84,8 +84,7 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
     episodes, replays = [], []
     summary = {"sessions": len(tasks), "real_sessions": n_real, "learned_sessions": len(sim_tasks)}
     real_key, sim_key = jax.random.split(key)
-    observations = task_episodes.observe_tasks(tasks, backend, workers, task_episodes.observation_command(observe)) \
-        if observe else None
+    observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observe else None
 
     if sim_tasks:
         prompts_BxP, lengths_B, sim_given = rollout_episodes.task_prompts(tok, sim_tasks, config.cache_len,

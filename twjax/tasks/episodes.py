@@ -46,11 +46,6 @@ def observation(observe_setup: bool, layout: str = "contents_first") -> str | bo
     return OBSERVE_COMMANDS[layout] if observe_setup else False
 
 
-def observation_command(observe: bool | str) -> str:
-    """The command of a true `observe`: True means OBSERVE_COMMAND, a string is the command."""
-    return OBSERVE_COMMAND if observe is True else observe
-
-
 class TaskSetupError(RuntimeError):
     """The task's setup script failed: the task is broken, not the agent."""
 
@@ -68,23 +63,23 @@ def prepare(session, task: Task, observe: bool | str = False) -> list[Turn]:
         raise TaskSetupError(f"{task.id}: cannot enter {task.workdir}: {entered.output[-300:]}")
     if not observe:
         return []
-    return [run_turn(session, observation_command(observe), "setup")]
+    return [run_turn(session, OBSERVE_COMMAND if observe is True else observe, "setup")]
 
 
 def observe_tasks(tasks: list[Task], backend: str = "auto", workers: int = 8,
-                  command: str = OBSERVE_COMMAND) -> dict[str, Turn]:
-    """{task id: its observation by `command`} (the "setup" turn `prepare` opens a transcript with),
-    each distinct task observed once, in its own fresh sandbox: what a rollout gives a terminal
-    trained on observed transcripts. The setups are deterministic, so a later sandbox of the same
+                  observe: bool | str = True) -> dict[str, Turn]:
+    """{task id: its observation} (the "setup" turn `prepare` opens a transcript with; `observe` as
+    prepare takes it), each distinct task observed once, in its own fresh sandbox: what a rollout
+    gives a terminal trained on observed transcripts. The setups are deterministic, so a later sandbox of the same
     task holds the same files; only the minute in the listing's times may differ."""
     distinct = list({task.id: task for task in tasks}.values())
 
-    def observe(session, task: Task) -> tuple[str, Turn]:
-        [turn] = prepare(session, task, observe=command)
+    def observed(session, task: Task) -> tuple[str, Turn]:
+        [turn] = prepare(session, task, observe=observe)
         return task.id, turn
 
     with Pool(backend=backend, workers=workers) as pool:
-        return dict(pool.imap_unordered(observe, distinct))
+        return dict(pool.imap_unordered(observed, distinct))
 
 
 def verify(session, task: Task) -> Turn:
