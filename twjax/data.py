@@ -230,12 +230,18 @@ class CopyExample(grain.transforms.Map):
             filler = rng.choice(self.token_ids, rng.integers(0, min(64, self.seq_len // 6) + 1))
         # The two markers of a session's shape can pass seq_len + 1 by a token or two: the end goes.
         ids = np.concatenate([copied, filler, second]).astype(np.int32)[:self.seq_len + 1]
-        weights = np.zeros(len(ids) - 1, np.float32)
         # The second part's targets but its first token (for a selection, its cue), or in a session
         # shape those after its marker.
-        weights[len(copied) + len(filler) + unweighted - 1:] = 1.0
-        return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
-                 "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
+        return [synthetic_example(ids, len(copied) + len(filler) + unweighted - 1)]
+
+
+def synthetic_example(ids: np.ndarray, first_weighted: int) -> dict[str, np.ndarray]:
+    """A synthetic example of `ids` (terminal role, so it counts in loss_terminal), weighted on the
+    targets from index `first_weighted` on."""
+    weights = np.zeros(len(ids) - 1, np.float32)
+    weights[first_weighted:] = 1.0
+    return {"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
+            "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}
 
 
 @dataclasses.dataclass
@@ -296,10 +302,7 @@ class RecallExample(grain.transforms.Map):
     def map(self, index: int) -> list[dict[str, np.ndarray]]:
         prompt, lines = self.parts(index)
         ids = np.concatenate([prompt, lines])[:self.seq_len + 1]
-        weights = np.zeros(len(ids) - 1, np.float32)
-        weights[len(prompt) - 1:] = 1.0  # the named file's lines, from the first
-        return [{"inputs": ids[:-1], "targets": ids[1:], "weights": weights,
-                 "roles": np.full(len(ids) - 1, tokenizer_lib.ROLE_TERMINAL, np.int32)}]
+        return [synthetic_example(ids, len(prompt) - 1)]  # the named file's lines, from the first
 
 
 def recall_cue(token_ids: np.ndarray) -> int:
