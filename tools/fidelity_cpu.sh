@@ -44,6 +44,9 @@
 # warmup-recall goes on 600 steps from warmup-names-session-mixed with half its copy examples recall
 # examples (data.copy_recall_fraction: files shown as head -v shows them, then one asked for by its
 # name, as cat after the observation).
+# observed-select-session is observed-recall from a warm-up of the same mix (warmup-select-session,
+# 900 steps) started from the selections warm-up, which still copies lines that share their prefix
+# (the names-only chain had erased that).
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -54,7 +57,8 @@
 #                              [warmup-names-session-continued] [warmup-names-session-longer]
 #                              [warmup-names-session-headers] [warmup-names-session-mixed]
 #                              [observed-session-lines] [observed-listing-session-lines] [warmup-recall]
-#                              [observed-recall] [observed-recall-heavy]
+#                              [observed-recall] [observed-recall-heavy] [warmup-select-session]
+#                              [observed-select-session]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -93,10 +97,11 @@ if selected observed-copy-smeared; then
 fi
 listings="--config.data.copy_lines_fraction=0.5"
 selections="$listings --config.data.copy_select_fraction=0.5"
-if selected observed-lines-smeared || selected observed-select-smeared; then
+select_chain() { selected observed-select-smeared || selected warmup-select-session || selected observed-select-session; }
+if selected observed-lines-smeared || select_chain; then
   warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
 fi
-if selected observed-select-smeared; then
+if select_chain; then
   warmup runs/fidelity/copy-warmup-select 600 600 $selections --config.train.eval_every=50 \
     --config.train.init_from=runs/fidelity/copy-warmup-lines
 fi
@@ -165,6 +170,15 @@ if selected warmup-recall; then
     --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed
   probe_report runs/fidelity/copy-warmup-recall
 fi
+# The same session-shaped mix with recall examples, from the selections warm-up instead of the
+# names-only chain, which had erased copying lines that share their prefix.
+session_recall="$lined $headers --config.data.copy_lines_fraction=0.75 --config.data.copy_select_fraction=0.67"
+session_recall+=" --config.data.copy_names_fraction=0.5 $recall"
+if selected warmup-select-session || selected observed-select-session; then
+  warmup runs/fidelity/copy-warmup-select-session 900 900 $session_recall \
+    --config.train.init_from=runs/fidelity/copy-warmup-select  # word-split: flags
+  probe_report runs/fidelity/copy-warmup-select-session
+fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
@@ -172,6 +186,8 @@ smeared+=" --config.train.init_from=runs/fidelity/copy-warmup-smeared"
 session_mix="--config.model.smeared_keys=True $lined $headers --config.data.copy_lines_fraction=0.75"
 session_mix+=" --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5"
 recall_mix="$session_mix $recall --config.train.init_from=runs/fidelity/copy-warmup-recall"
+select_session="--config.model.smeared_keys=True $session_recall"
+select_session+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session"
 session_mix+=" --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed"
 
 for run in recorded:$data/n96: observed:data/observed/n96: \
@@ -181,7 +197,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-session-lines:data/observed/n96:--config.data.copy_fraction=0.75 $session_mix" \
            "observed-listing-session-lines:data/observed-listing/n96:--config.data.copy_fraction=0.75 $session_mix" \
            "observed-recall:data/observed/n96:--config.data.copy_fraction=0.75 $recall_mix" \
-           "observed-recall-heavy:data/observed/n96:--config.data.copy_fraction=0.9 $recall_mix"; do
+           "observed-recall-heavy:data/observed/n96:--config.data.copy_fraction=0.9 $recall_mix" \
+           "observed-select-session:data/observed/n96:--config.data.copy_fraction=0.75 $select_session"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
