@@ -326,6 +326,35 @@ def test_regime_c_rounds_continue_a_run_on_the_imagined_data(tmp_path, monkeypat
     assert rates(final)[5] > 0  # mid-schedule, not a fresh warmup's first step
 
 
+@pytest.mark.parametrize("bar, passes", [(0.0, [0.95, 0.6, None]), (0.9, [0.95])])
+def test_regime_c_counts_only_the_learned_passes_it_is_sure_of(tmp_path, monkeypatch, bar, passes):
+    """With agent.min_pass_probability a greedy learned pass below it is no pass: neither re-checked
+    nor kept. Every imagined session records its pass probability."""
+    from twjax import grounded, interleave
+    small = small_agent_config(tmp_path)
+
+    def config(*extra):  # room for the tasks' prompts
+        return small("model.max_len=256", "data.seq_len=256", *extra)
+    agent_dir = agent_train.a_phase(config(), tmp_path / "a", 4)
+    verdicts = grounded.Verdicts([0, 0, 0, 1], np.array([1, 1, 1, 0], np.float32), np.array([0.95, 0.6, np.nan, 0.2]))
+    monkeypatch.setattr(grounded, "learned_verdicts", lambda *args, **kwargs: verdicts)
+    rechecked = []
+
+    def replay(episodes, tasks, backend, workers):  # what the real verifier says of the re-checked: all pass
+        rechecked.extend(episodes)
+        return [1.0] * len(episodes)
+    monkeypatch.setattr(interleave, "real_rewards_by_replay", replay)
+    run = config("agent.regime=C", f"agent.terminal={agent_dir}", "agent.tasks_per_round=4",
+                 "agent.real_check_fraction=0.5", f"agent.min_pass_probability={bar}")
+    sessions, summary = agent_train.imagine_round(run, agent_dir, 1)
+    # The first half of the passes (rounded up) are re-checked.
+    assert [e.extra["learned_pass_probability"] for e in rechecked] == passes[:-(-len(passes) // 2)]
+    assert summary == {"sessions": 4, "greedy_passed": 3, "learned_passed": len(passes), "rechecked": len(rechecked),
+                       "recheck_confirmed": len(rechecked), "kept": len(sessions)}
+    # Kept: the passes whose turns are complete (an untrained agent's may run out of context).
+    assert len(sessions) <= len(passes) and all(e.extra["learned_pass_probability"] in passes for e in sessions)
+
+
 def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_path, monkeypatch):
     """C and RL start from A's run at their base step; trials sharing A's run (agent.shared_sft)
     train it once and get exactly the parameters a private run reaches, and a shared run that went

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from sample_episodes import make_episodes
-from twjax import grounded, rollout, rollout_episodes
+from twjax import agent_train, grounded, rollout, rollout_episodes
 from twjax import model as model_lib
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode, write_jsonl
@@ -58,31 +58,41 @@ def test_grounded_rollout_records_real_outputs(tok, backend):
 
 
 class ScriptedTerminal(nnx.Module):
-    """A terminal whose next token is a fixed function of the previous one: after <out> it
-    answers `<exit> CODE <cwd> / </out>`, so its verdict on any verifier is known."""
+    """A terminal whose next-token logits are a fixed function of the previous token (a row of
+    logits_VxV), cached and teacher-forced alike."""
 
-    def __init__(self, inner, successor_V):
+    def __init__(self, inner, logits_VxV):
         self.inner = inner
         self.config = inner.config
-        self.successor_V = nnx.Variable(successor_V)
+        self.logits_VxV = nnx.Variable(logits_VxV)
 
     def forward_cached(self, tokens_BxT, valid_BxT, cache):
-        logits, cache = self.inner.forward_cached(tokens_BxT, valid_BxT, cache)
-        return jax.nn.one_hot(self.successor_V[...][tokens_BxT], logits.shape[-1]) * 100.0, cache
+        _, cache = self.inner.forward_cached(tokens_BxT, valid_BxT, cache)
+        return self.logits_VxV[...][tokens_BxT], cache
+
+    def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None):
+        return self.logits_VxV[...][tokens_BxT]
 
 
-def verdict_models(tok, code: str):
-    """(agent, terminal) of max_len 256; the terminal answers every command with exit `code`."""
+def verdict_models(tok, code: str, code_probability: float = 1.0, other: str = "2"):
+    """(agent, terminal) of max_len 256; after <out> the terminal answers `<exit> CODE <cwd> /
+    </out>`, CODE being `code` with code_probability and `other` with the rest (greedy: the more
+    likely), so its verdict on any verifier and its probability are known."""
     config = model_lib.ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
                                    d_ff=64, max_len=256)
     successor_V = np.full((tok.vocab_size,), tok.end_out_id, np.int32)
     successor_V[tok.out_id] = tok.exit_id
-    (code_id,) = tok.encode_text(code)
+    (code_id,), (other_id,) = tok.encode_text(code), tok.encode_text(other)
     (slash_id,) = tok.encode_text("/")
-    successor_V[tok.exit_id], successor_V[code_id], successor_V[tok.cwd_id], successor_V[slash_id] = (
-        code_id, tok.cwd_id, slash_id, tok.end_out_id)
+    successor_V[code_id], successor_V[other_id], successor_V[tok.cwd_id], successor_V[slash_id] = (
+        tok.cwd_id, tok.cwd_id, slash_id, tok.end_out_id)
+    logits_VxV = np.where(np.arange(tok.vocab_size) == successor_V[:, None], 0.0, -100.0).astype(np.float32)
+    logits_VxV[tok.exit_id] = -100.0
+    if code_probability < 1:
+        logits_VxV[tok.exit_id, other_id] = np.log1p(-code_probability)
+    logits_VxV[tok.exit_id, code_id] = np.log(code_probability)
     agent = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(0)))
-    terminal = nnx.split(ScriptedTerminal(model_lib.Transformer(config, rngs=nnx.Rngs(1)), successor_V))
+    terminal = nnx.split(ScriptedTerminal(model_lib.Transformer(config, rngs=nnx.Rngs(1)), logits_VxV))
     return agent, terminal
 
 
@@ -97,10 +107,30 @@ def test_learned_verdicts_read_the_terminals_exit_code(tok, code):
     episodes = rollout_episodes.state_to_episodes(tok, state, ["a", "b"], ["sort the file", "count words"])
     assert all(turn.output == "" and turn.exit_code == int(code) and turn.cwd == "/"
                for episode in episodes for turn in episode.turns)
-    codes, rewards = grounded.learned_verdicts(*agent, *terminal, tok, state, ["test -s out.txt", "true"],
-                                               config=rollout_config)
+    codes, rewards, pass_probability = grounded.learned_verdicts(*agent, *terminal, tok, state,
+                                                                 ["test -s out.txt", "true"], config=rollout_config)
     assert codes == [int(code), int(code)]
     assert rewards.tolist() == ([1.0, 1.0] if code == "0" else [0.0, 0.0])
+    np.testing.assert_allclose(pass_probability, [1.0, 1.0] if code == "0" else [0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("probability", [0.3, 0.6, 0.9])
+def test_pass_probability_is_the_terminals_belief_in_exit_0(tok, probability):
+    """A terminal that answers exit 0 with `probability` and exit 2 otherwise: greedy passes where
+    it is over one half, and the pass probability is its belief, which C's filter thresholds."""
+    agent, terminal = verdict_models(tok, "0", code_probability=probability)
+    rollout_config = rollout.RolloutConfig(max_turns=2, max_command_tokens=6, max_output_tokens=12, cache_len=96,
+                                           reserve=40)
+    prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, ["sort the file", "count words"], 16)
+    state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, jax.random.key(0),
+                            markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
+    verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, ["test -s out.txt", "true"],
+                                         config=rollout_config)
+    assert verdicts.exit_codes == ([0, 0] if probability > 0.5 else [2, 2])
+    np.testing.assert_allclose(verdicts.pass_probability_B, [probability] * 2, rtol=1e-4)
+    for bar in (0.0, 0.5, 0.8):
+        expected = float(probability > 0.5 and probability >= bar)
+        assert agent_train.learned_passes(verdicts, bar).tolist() == [expected] * 2
 
 
 def test_a_verifier_longer_than_the_agents_context_is_judged_in_the_terminals(tok):
@@ -116,9 +146,10 @@ def test_a_verifier_longer_than_the_agents_context_is_judged_in_the_terminals(to
     prompts_BxP, lengths_B = rollout_episodes.build_prompts(tok, ["a", "b", "c"], 16)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, jax.random.key(0),
                             markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
-    codes, rewards = grounded.learned_verdicts(*agent, *terminal, tok, state, [long, "true", too_long],
-                                               config=rollout_config)
+    codes, rewards, pass_probability = grounded.learned_verdicts(*agent, *terminal, tok, state,
+                                                                 [long, "true", too_long], config=rollout_config)
     assert codes == [0, 0, None] and rewards.tolist() == [1.0, 1.0, 0.0]
+    np.testing.assert_allclose(pass_probability, [1.0, 1.0, np.nan], atol=1e-6)
 
 
 def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backend):
@@ -159,6 +190,15 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
     assert batch.summary["reward_agreement"] == pytest.approx(float(np.mean(learned == 0.0)))
     assert batch.summary["learned_passes"] == int(learned.sum())  # every real reward is 0: no pass is right
     assert batch.summary["learned_pass_precision"] == (0.0 if learned.any() else None)
+    for episode in learned_episodes:  # a parsed verdict has an <exit> to score the pass probability at
+        if episode.extra["predicted_verifier_exit"] is not None:
+            assert 0.0 <= episode.extra["learned_pass_probability"] <= 1.0
+    probability = np.array([e.extra["learned_pass_probability"] for e in learned_episodes], float)  # None: nan
+    by_bar = batch.summary["learned_passes_by_probability"]
+    assert list(by_bar) == [str(bar) for bar in interleave.PASS_PROBABILITY_BARS]
+    for bar, row in by_bar.items():
+        assert row == {"passes": int(((probability >= float(bar)) & (learned == 1.0)).sum()), "real": 0,
+                       "precision": 0.0 if row["passes"] else None}
 
 
 def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, backend):

@@ -171,8 +171,8 @@ def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.R
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, key,
                             markers=rollout.Markers.from_tokenizer(tok), config=config)
     episodes = attempt_episodes(tok, state, attempts, "learned", given)  # learned_verdicts consumes the state
-    _, passed = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in attempts],
-                                          config=config)
+    passed = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in attempts],
+                                       config=config).rewards_B
     return counts(tasks, samples, passed), with_verdicts(episodes, passed)
 
 

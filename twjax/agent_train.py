@@ -7,12 +7,13 @@ Regimes (same architecture; the same number of optimizer updates, train.steps, i
   B   full-transcript SFT (ECHO in SFT): data.regime "full", lambda_obs     -> W/checkpoints
   C   A's run through update train.steps - rounds·round_steps (W/sft), then `rounds` times: roll
       the agent out on fresh tasks inside the learned terminal (agent.terminal), keep the sessions
-      the learned verifier passes (a fraction re-checked by replay in real sandboxes; a failed
-      re-check drops the session, and a re-check precision under min_recheck_precision drops the
-      unchecked ones), write them to W/imagined/round-K.jsonl, and continue A's run round_steps
-      updates (its optimizer state and learning-rate schedule; train.init_state) on the original
-      data plus every imagined file so far (W/round-K): with nothing imagined, C differs from A only
-      in the order of its last rounds·round_steps batches
+      the learned verifier passes with at least min_pass_probability of exit 0 (a fraction
+      re-checked by replay in real sandboxes; a failed re-check drops the session, and a re-check
+      precision under min_recheck_precision drops the unchecked ones), write them to
+      W/imagined/round-K.jsonl, and continue A's run round_steps updates (its optimizer state and
+      learning-rate schedule; train.init_state) on the original data plus every imagined file so
+      far (W/round-K): with nothing imagined, C differs from A only in the order of its last
+      rounds·round_steps batches
   RL  A's run through update train.steps - rl_steps (W/sft), then rl_steps GRPO updates (twjax.rl) in the
       learned terminal, groups of group_size attempts per task, a real_fraction of the groups rolled
       out in real sandboxes with the real verifier as reward                  -> W/rl
@@ -59,6 +60,7 @@ AGENT_DEFAULTS = dict(
     tasks_per_round=32,
     real_check_fraction=0.25,       # of the sessions the learned verifier passes, replayed for real
     min_recheck_precision=0.5,      # below it, the learned verifier's unchecked passes are not trusted
+    min_pass_probability=0.0,       # a learned pass counts only if the terminal gave exit 0 this probability
     # RL
     rl_steps=10,
     tasks_per_step=4,
@@ -219,11 +221,17 @@ def load_agent_and_terminal(config, agent_dir):
 # ---------------------------------------------------------------------------- regime C
 
 
+def learned_passes(verdicts: grounded.Verdicts, min_pass_probability: float) -> np.ndarray:
+    """1.0 where the learned verifier passes a session with at least min_pass_probability of exit 0."""
+    sure_B = np.nan_to_num(verdicts.pass_probability_B) >= min_pass_probability
+    return (verdicts.rewards_B * sure_B).astype(np.float32)
+
+
 def select_verified(episodes, learned_rewards, real_rewards: dict[int, float], trust_unchecked: bool = True):
-    """The sessions C trains on: complete turns, passed by the learned verifier, and not refuted
-    by the real one where it was asked (real_rewards: index -> reward of the re-checked ones).
-    Unchecked sessions count only if trust_unchecked (the re-check confirmed the learned verifier
-    often enough)."""
+    """The sessions C trains on: complete turns, passed by the learned verifier (learned_passes),
+    and not refuted by the real one where it was asked (real_rewards: index -> reward of the
+    re-checked ones). Unchecked sessions count only if trust_unchecked (the re-check confirmed the
+    learned verifier often enough)."""
     kept = []
     for index, (episode, learned) in enumerate(zip(episodes, learned_rewards)):
         real = real_rewards.get(index)
@@ -258,8 +266,11 @@ def imagine_round(config, agent_dir, round_index: int):
                                                   [t.instruction for t in tasks], {"terminal": "learned"}, given)
     for episode, task in zip(episodes, tasks):
         episode.extra.update(family=task.family, task_id=task.id, kind="imagined", round=round_index)
-    _, learned = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in tasks],
-                                           config=rollout_config)
+    verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in tasks],
+                                         config=rollout_config)
+    for episode, probability in zip(episodes, verdicts.pass_probability_B):
+        episode.extra["learned_pass_probability"] = None if np.isnan(probability) else float(probability)
+    learned = learned_passes(verdicts, float(config.agent.min_pass_probability))
     passed = [i for i, reward in enumerate(learned) if reward == 1.0]
     checked = passed[:math.ceil(float(config.agent.real_check_fraction) * len(passed))]
     real = interleave.real_rewards_by_replay([episodes[i] for i in checked], [tasks[i] for i in checked],
@@ -267,8 +278,8 @@ def imagine_round(config, agent_dir, round_index: int):
     precision = sum(real) / len(real) if checked else 1.0
     kept = select_verified(episodes, learned, dict(zip(checked, real)),
                            trust_unchecked=precision >= float(config.agent.min_recheck_precision))
-    summary = {"sessions": len(tasks), "learned_passed": len(passed), "rechecked": len(checked),
-               "recheck_confirmed": int(sum(real)), "kept": len(kept)}
+    summary = {"sessions": len(tasks), "greedy_passed": int(verdicts.rewards_B.sum()), "learned_passed": len(passed),
+               "rechecked": len(checked), "recheck_confirmed": int(sum(real)), "kept": len(kept)}
     return kept, summary
 
 
@@ -320,8 +331,8 @@ def rl_batch(config, agent, terminal, tok, rollout_config, step: int, key):
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
                                 markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
         buffers = tuple(np.array(x) for x in (state.tokens_BxS, state.roles_BxS, state.length_B))
-        _, rewards = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
-                                               config=rollout_config)
+        rewards = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
+                                            config=rollout_config).rewards_B
         parts.append((*buffers, rewards))
         summary["learned_reward"] = float(np.mean(rewards))
     if real_tasks:

@@ -64,6 +64,20 @@ def real_rewards_by_replay(episodes: list[Episode], tasks: list[Task], backend: 
     return [replay.extra["real_reward"] for replay in replay_for_real(episodes, tasks, backend, workers)]
 
 
+PASS_PROBABILITY_BARS = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+def passes_by_probability(learned_N, true_N, probability_N) -> dict:
+    """For each bar, the learned passes whose pass probability reaches it, and the share of them
+    that pass for real: what regime C keeps with agent.min_pass_probability at that bar."""
+    table = {}
+    for bar in PASS_PROBABILITY_BARS:
+        kept_N = learned_N & (np.nan_to_num(probability_N) >= bar)
+        table[str(bar)] = {"passes": int(kept_N.sum()), "real": int(true_N[kept_N].sum()),
+                           "precision": float(true_N[kept_N].mean()) if kept_N.any() else None}
+    return table
+
+
 @dataclasses.dataclass
 class MixedBatch:
     episodes: list[Episode]  # learned-terminal sessions, then grounded ones
@@ -94,19 +108,23 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
         sim_episodes = rollout_episodes.state_to_episodes(
             tok, state, [f"{t.id}-learned" for t in sim_tasks], [t.instruction for t in sim_tasks],
             {"terminal": "learned"}, sim_given)
-        codes, learned = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
-                                                   config=config)
+        verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
+                                             config=config)
+        codes, learned, probability = verdicts
         replays = replay_for_real(sim_episodes, sim_tasks, backend, workers)
         true = [replay.extra["real_reward"] for replay in replays]
-        for episode, task, code, learned_reward, true_reward in zip(sim_episodes, sim_tasks, codes, learned, true):
+        for episode, task, code, learned_reward, pass_probability, true_reward in zip(
+                sim_episodes, sim_tasks, codes, learned, probability, true):
             episode.extra.update(family=task.family, task_id=task.id, predicted_verifier_exit=code,
-                                 learned_reward=float(learned_reward), real_reward=true_reward)
+                                 learned_reward=float(learned_reward), real_reward=true_reward,
+                                 learned_pass_probability=None if np.isnan(pass_probability) else float(pass_probability))
         episodes += sim_episodes
         learned_N, true_N = np.asarray(learned) == 1.0, np.asarray(true) == 1.0
         # Precision is what selecting sessions by the learned reward keeps (regime C); None without a pass.
         summary.update(learned_reward_mean=float(np.mean(learned)), replayed_real_reward_mean=float(np.mean(true)),
                        reward_agreement=float(np.mean(learned_N == true_N)), learned_passes=int(learned_N.sum()),
-                       learned_pass_precision=float(true_N[learned_N].mean()) if learned_N.any() else None)
+                       learned_pass_precision=float(true_N[learned_N].mean()) if learned_N.any() else None,
+                       learned_passes_by_probability=passes_by_probability(learned_N, true_N, probability))
 
     if real_tasks:
         prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(tok, real_tasks, config.cache_len,
