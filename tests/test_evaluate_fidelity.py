@@ -6,6 +6,7 @@ import functools
 import random
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -116,6 +117,7 @@ def test_oracle_scores_perfectly_and_self_conditioning_equals_teacher_forcing(co
     n_turns = sum(len(e.turns) for e in eval_eps)
     assert len(teacher.records) == len(self_.records) == n_turns
     assert all(r.metrics["correct"] == 1.0 and r.metrics["exact"] == 1.0 for r in teacher.records + self_.records)
+    assert all(r.prediction.pass_probability is None for r in teacher.records)  # no verifier probe among them
     room = model.config.max_len - settings.max_new_tokens
     for key, prompt in teacher.prompts.items():
         np.testing.assert_array_equal(prompt, self_.prompts[key])
@@ -183,6 +185,14 @@ def test_imagined_turns_stay_in_the_history_unscored(corpus):
         for i, episode in enumerate(judged):
             prompt = tok.decode(run.prompts[(episode.id, len(episode.turns) - 1)])
             assert "WRONG" not in prompt and f"dream{i}\n<exit>" in prompt
+        model = _model(tok, max_len=192)
+        for record in run.records:  # the model's P(exit 0) after its own output, up to <exit>
+            key = (record.episode_id, record.turn)
+            span = run.spans[key]
+            context = np.concatenate([run.prompts[key], span[:list(span).index(tok.exit_id) + 1]])
+            (zero,) = tok.encode_text("0")
+            direct = jax.nn.softmax(model(jnp.asarray(context[None]))[0, -1])[zero]
+            assert record.prediction.pass_probability == pytest.approx(float(direct), rel=1e-4)
     trivial = baselines.baseline_records(baselines.TrivialBaseline(), judged)
     assert [r.command_word for r in trivial] == [metrics.VERIFY_WORD] * len(judged)
 

@@ -182,3 +182,22 @@ def test_verdicts_read_the_verifier_probes_as_a_classifier():
     assert only_failures["accuracy"] == 1.0 and only_failures["pass_recall"] is None
     assert only_failures["balanced_accuracy"] is None and only_failures["pass_precision"] is None
     assert metrics.summarize([probe(0, 0, label=None)])["verdicts"] is None
+
+
+def test_verdict_pass_probabilities_rank_and_threshold_the_passes():
+    def probe(real_code, predicted_code, probability):
+        turn = Turn("test -s out", "", real_code, "/root", label="verify")
+        return metrics.make_record("e", 0, turn, metrics.Prediction("", predicted_code, "/root", probability))
+    # predicted passes at 0.95 (real), 0.85 (real), 0.6 (false), 0.99 (false); failures 0.3, 0.1; one without
+    records = [probe(0, 0, 0.95), probe(0, 0, 0.85), probe(1, 0, 0.6), probe(2, 0, 0.99), probe(1, 1, 0.3),
+               probe(0, 1, 0.1), probe(1, 1, None)]
+    v = metrics.summarize(records)["verdicts"]
+    # real passes {0.95, 0.85, 0.1} over real failures {0.6, 0.99, 0.3}: 0.95 beats 2, 0.85 beats 2, 0.1 none
+    assert v["pass_auc"] == pytest.approx(4 / 9)
+    assert v["passes_by_probability"] == {
+        "0.5": {"passes": 4, "real": 2, "precision": 0.5}, "0.8": {"passes": 3, "real": 2, "precision": 2 / 3},
+        "0.9": {"passes": 2, "real": 1, "precision": 0.5}, "0.95": {"passes": 2, "real": 1, "precision": 0.5},
+        "0.99": {"passes": 1, "real": 0, "precision": 0.0}}
+    assert metrics.summarize([probe(0, 0, 0.9), probe(0, 1, 0.2)])["verdicts"]["pass_auc"] is None  # no failure
+    tied = metrics.summarize([probe(0, 0, 0.7), probe(1, 0, 0.7)])["verdicts"]
+    assert tied["pass_auc"] == 0.5 and tied["passes_by_probability"]["0.8"]["precision"] is None

@@ -10,6 +10,7 @@ from twjax import agent_train, grounded, rollout, rollout_episodes
 from twjax import model as model_lib
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode, write_jsonl
+from twjax.evaluate import metrics
 from twjax.harness.session import open_session, resolve_backend
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks import registry
@@ -195,7 +196,7 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
             assert 0.0 <= episode.extra["learned_pass_probability"] <= 1.0
     probability = np.array([e.extra["learned_pass_probability"] for e in learned_episodes], float)  # None: nan
     by_bar = batch.summary["learned_passes_by_probability"]
-    assert list(by_bar) == [str(bar) for bar in interleave.PASS_PROBABILITY_BARS]
+    assert list(by_bar) == [str(bar) for bar in metrics.PASS_PROBABILITY_BARS]
     for bar, row in by_bar.items():
         assert row == {"passes": int(((probability >= float(bar)) & (learned == 1.0)).sum()), "real": 0,
                        "precision": 0.0 if row["passes"] else None}

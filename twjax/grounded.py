@@ -203,34 +203,7 @@ def _open_verifier_turn(models, state: LoopState, commands: list[list[int]], ver
 class Verdicts(NamedTuple):
     exit_codes: list  # the predicted exit code of each verifier; None: no room for the turn, or no parse
     rewards_B: np.ndarray  # 1.0 where the prediction is exit 0
-    pass_probability_B: np.ndarray  # the terminal's probability of exit 0 (pass_probabilities); nan: no <exit>
-
-
-PASS_PROBABILITY_ROWS = 32  # sessions scored per forward pass: [32, S, V] float32 logits at most
-
-
-def pass_probabilities(terminal_graph, terminal_params, tok: tokenizer_lib.Tokenizer, tokens_BxS: np.ndarray,
-                       start_B: np.ndarray, length_B: np.ndarray) -> np.ndarray:
-    """How sure the learned verifier is of a pass: the terminal's probability that the exit code
-    after <exit> is 0, given the session, the verifier command and the output the terminal wrote
-    for it (rows' verdict spans are tokens_BxS[b, start_B[b]:length_B[b]]). A greedy "0" can
-    come with any probability down to just over 1 / vocab, so regime C can keep only the sure ones.
-    nan where the span has no <exit>, or no room after it."""
-    zero = np.array(tok.encode_text("0"), np.int32)
-    max_len = int(nnx.merge(terminal_graph, terminal_params).config.max_len)
-    prompts, rows = [], []
-    for row, (start, length) in enumerate(zip(start_B, length_B)):
-        at_exit = np.flatnonzero(tokens_BxS[row, start:length] == tok.exit_id)
-        if at_exit.size and start + at_exit[0] + 1 + len(zero) <= max_len:
-            prompts.append(tokens_BxS[row, :start + at_exit[0] + 1])
-            rows.append(row)
-    probability_B = np.full(len(start_B), np.nan)
-    for first in range(0, len(prompts), PASS_PROBABILITY_ROWS):
-        chunk = prompts[first:first + PASS_PROBABILITY_ROWS]
-        scored = fidelity.span_cross_entropy(terminal_graph, terminal_params, chunk, [zero] * len(chunk), max_len,
-                                             PASS_PROBABILITY_ROWS)
-        probability_B[rows[first:first + len(chunk)]] = [np.exp(-nats * count) for nats, count in scored]
-    return probability_B
+    pass_probability_B: np.ndarray  # the terminal's probability of exit 0 (fidelity.pass_probabilities); nan: none
 
 
 def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params, tok: tokenizer_lib.Tokenizer,
@@ -238,7 +211,7 @@ def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params,
     """The learned reward: each task's verifier as one more turn inside the learned terminal
     (greedy). Returns the predicted exit codes (None where the session left no room for the turn,
     or the terminal's span did not parse), the rewards (1 where the prediction is exit 0) and the
-    terminal's probability of exit 0 (pass_probabilities).
+    terminal's probability of exit 0 after the output it wrote (fidelity.pass_probabilities).
     Only the terminal reads the verdict, so where the agent's context is shorter than the
     terminal's and a verifier does not fit, the sessions' context grows to the terminal's.
     `state` is consumed; decode episodes from it before calling."""
@@ -266,6 +239,9 @@ def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params,
             continue
         _, exit_code, _ = tok.parse_terminal_span(tokens_BxS[row, start_B[row]:length_B[row]].tolist())
         exit_codes.append(exit_code)
-    probability_B = pass_probabilities(terminal_graph, terminal_params, tok, tokens_BxS,
-                                       np.where(verifiable_B, start_B, length_B), length_B)
+    rows = np.flatnonzero(verifiable_B)
+    probability_B = np.full(batch, np.nan)
+    probability_B[rows] = fidelity.pass_probabilities(
+        terminal_graph, terminal_params, tok, [tokens_BxS[row, :start_B[row]] for row in rows],
+        [tokens_BxS[row, start_B[row]:length_B[row]] for row in rows], terminal_len)
     return Verdicts(exit_codes, np.array([code == 0 for code in exit_codes], np.float32), probability_B)

@@ -14,6 +14,7 @@ import numpy as np
 from twjax import grounded, rollout, rollout_episodes
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode
+from twjax.evaluate import metrics
 from twjax.harness.pool import Pool
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks.base import Task
@@ -64,20 +65,6 @@ def real_rewards_by_replay(episodes: list[Episode], tasks: list[Task], backend: 
     return [replay.extra["real_reward"] for replay in replay_for_real(episodes, tasks, backend, workers)]
 
 
-PASS_PROBABILITY_BARS = (0.5, 0.8, 0.9, 0.95, 0.99)
-
-
-def passes_by_probability(learned_N, true_N, probability_N) -> dict:
-    """For each bar, the learned passes whose pass probability reaches it, and the share of them
-    that pass for real: what regime C keeps with agent.min_pass_probability at that bar."""
-    table = {}
-    for bar in PASS_PROBABILITY_BARS:
-        kept_N = learned_N & (np.nan_to_num(probability_N) >= bar)
-        table[str(bar)] = {"passes": int(kept_N.sum()), "real": int(true_N[kept_N].sum()),
-                           "precision": float(true_N[kept_N].mean()) if kept_N.any() else None}
-    return table
-
-
 @dataclasses.dataclass
 class MixedBatch:
     episodes: list[Episode]  # learned-terminal sessions, then grounded ones
@@ -124,7 +111,7 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
         summary.update(learned_reward_mean=float(np.mean(learned)), replayed_real_reward_mean=float(np.mean(true)),
                        reward_agreement=float(np.mean(learned_N == true_N)), learned_passes=int(learned_N.sum()),
                        learned_pass_precision=float(true_N[learned_N].mean()) if learned_N.any() else None,
-                       learned_passes_by_probability=passes_by_probability(learned_N, true_N, probability))
+                       learned_passes_by_probability=metrics.passes_by_probability(learned_N, true_N, probability))
 
     if real_tasks:
         prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(tok, real_tasks, config.cache_len,

@@ -21,6 +21,7 @@ import re
 from typing import Iterable
 
 import numpy as np
+import scipy.stats
 from rapidfuzz.distance import Levenshtein
 
 from twjax.episode import Episode, Turn
@@ -36,6 +37,7 @@ class Prediction:
     output: str
     exit_code: int | None
     cwd: str | None
+    pass_probability: float | None = None  # a learned verifier's P(exit 0) (fidelity.pass_probabilities)
 
 
 @dataclasses.dataclass
@@ -191,7 +193,36 @@ def verdicts(records: Iterable[TurnRecord]) -> dict | None:
     recalls = {name: float(np.mean(predicted_N[cases_N] == want)) if cases_N.any() else None
                for name, cases_N, want in (("pass_recall", real_N, True), ("fail_recall", ~real_N, False))}
     known = [v for v in recalls.values() if v is not None]
+    probability_N = np.array([np.nan if r.prediction.pass_probability is None else r.prediction.pass_probability
+                              for r in probes])
     return {"n": len(probes), "real_pass_rate": float(real_N.mean()), "predicted_pass_rate": float(predicted_N.mean()),
             "accuracy": float(np.mean(real_N == predicted_N)), **recalls,
             "pass_precision": float(real_N[predicted_N].mean()) if predicted_N.any() else None,
-            "balanced_accuracy": float(np.mean(known)) if len(known) == 2 else None}
+            "balanced_accuracy": float(np.mean(known)) if len(known) == 2 else None,
+            "pass_auc": pass_auc(real_N, probability_N),
+            "passes_by_probability": passes_by_probability(predicted_N, real_N, probability_N)}
+
+
+def pass_auc(real_N: np.ndarray, probability_N: np.ndarray) -> float | None:
+    """How well the pass probability ranks real passes over real failures: the chance that a random
+    real pass gets a higher probability than a random real failure (ties count half; 0.5 for a
+    constant). Over the probes that have one; None without a pass or a failure among them."""
+    known_N = ~np.isnan(probability_N)
+    passes, failures = probability_N[known_N & real_N], probability_N[known_N & ~real_N]
+    if not (len(passes) and len(failures)):
+        return None
+    return float(scipy.stats.mannwhitneyu(passes, failures).statistic / (len(passes) * len(failures)))
+
+
+PASS_PROBABILITY_BARS = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+def passes_by_probability(predicted_N: np.ndarray, real_N: np.ndarray, probability_N: np.ndarray) -> dict:
+    """For each bar: the predicted passes whose pass probability reaches it, how many of them are
+    real, and that share (precision): what regime C keeps with agent.min_pass_probability there."""
+    table = {}
+    for bar in PASS_PROBABILITY_BARS:
+        kept_N = predicted_N & (np.nan_to_num(probability_N) >= bar)
+        table[str(bar)] = {"passes": int(kept_N.sum()), "real": int(real_N[kept_N].sum()),
+                           "precision": float(real_N[kept_N].mean()) if kept_N.any() else None}
+    return table

@@ -174,11 +174,11 @@ def main(args) -> int:
     verdicts = report.get("teacher_forced", {}).get("verdicts")
     if verdicts:
         shown = {key: "n/a" if verdicts[key] is None else f"{verdicts[key]:.3f}"
-                 for key in ("balanced_accuracy", "pass_precision")}
+                 for key in ("balanced_accuracy", "pass_precision", "pass_auc")}
         print(f"verifier verdicts (teacher-forced, {verdicts['n']} probes, {verdicts['real_pass_rate']:.3f} pass for "
               f"real): accuracy {verdicts['accuracy']:.3f}, balanced {shown['balanced_accuracy']}, "
-              f"predicted pass {verdicts['predicted_pass_rate']:.3f}, of them real {shown['pass_precision']}",
-              file=sys.stderr)
+              f"predicted pass {verdicts['predicted_pass_rate']:.3f}, of them real {shown['pass_precision']}; "
+              f"pass probability AUC {shown['pass_auc']}", file=sys.stderr)
     if "copy_probe" in report:
         probe = report["copy_probe"]
         print(f"copy probe (synthetic [A, B, A]): accuracy {probe['accuracy']:.3f}; names of repeated lines: "

@@ -22,7 +22,8 @@ from twjax.evaluate import metrics
 SECTIONS = ("teacher_forced", "self_conditioned", "closed_loop")
 SCALAR_METRICS = metrics.TURN_METRICS + ("xent",)
 BY_TURN_METRICS = ("correct", "exact_norm", "edit_sim", "xent")  # per-turn tags: a few, not all
-VERDICT_METRICS = ("accuracy", "balanced_accuracy", "pass_precision", "predicted_pass_rate", "real_pass_rate")
+VERDICT_METRICS = ("accuracy", "balanced_accuracy", "pass_precision", "predicted_pass_rate", "real_pass_rate",
+                   "pass_auc")
 SUBSETS = {"nonempty": "non-empty outputs", "copyable": "copyable outputs"}  # metrics.summarize's subsets
 
 
