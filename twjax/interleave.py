@@ -95,9 +95,8 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
         sim_episodes = rollout_episodes.state_to_episodes(
             tok, state, [f"{t.id}-learned" for t in sim_tasks], [t.instruction for t in sim_tasks],
             {"terminal": "learned"}, sim_given)
-        verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
-                                             config=config)
-        codes, learned, probability = verdicts
+        codes, learned, probability = grounded.learned_verdicts(*agent, *terminal, tok, state,
+                                                                [t.verifier for t in sim_tasks], config=config)
         replays = replay_for_real(sim_episodes, sim_tasks, backend, workers)
         true = [replay.extra["real_reward"] for replay in replays]
         for episode, task, code, learned_reward, pass_probability, true_reward in zip(
