@@ -119,12 +119,12 @@ PASS_PROBABILITY_ROWS = 32  # rows scored per forward pass: [32, T, V] float32 l
 
 
 def pass_probabilities(graphdef, state, tok, prompts: Sequence[np.ndarray], spans: Sequence[np.ndarray],
-                       max_len: int) -> list[float]:
+                       max_len: int, batch: int = PASS_PROBABILITY_ROWS) -> list[float]:
     """How sure a learned verifier is of a pass: the terminal's probability that the exit code
     after <exit> is 0, given the prompt (the session and the verifier command) and the output it
     wrote itself (each span up to its <exit>). A greedy "0" can come with any probability down to
     just over 1 / vocab, so regime C can keep only the sure ones. nan where a span has no <exit>,
-    or no room after it."""
+    or no room after it. Rows are scored `batch` at a time (padded to it: one compiled shape)."""
     zero = np.array(tok.encode_text("0"), np.int32)
     scored_rows, contexts = [], []
     for row, (prompt, span) in enumerate(zip(prompts, spans)):
@@ -133,23 +133,23 @@ def pass_probabilities(graphdef, state, tok, prompts: Sequence[np.ndarray], span
             scored_rows.append(row)
             contexts.append(np.concatenate([prompt, span[:at_exit[0] + 1]]).astype(np.int32))
     probabilities = [float("nan")] * len(prompts)
-    for first in range(0, len(contexts), PASS_PROBABILITY_ROWS):
-        chunk = contexts[first:first + PASS_PROBABILITY_ROWS]
-        scored = span_cross_entropy(graphdef, state, chunk, [zero] * len(chunk), max_len, PASS_PROBABILITY_ROWS)
+    for first in range(0, len(contexts), batch):
+        chunk = contexts[first:first + batch]
+        scored = span_cross_entropy(graphdef, state, chunk, [zero] * len(chunk), max_len, batch)
         for row, (nats, count) in zip(scored_rows[first:], scored):
             probabilities[row] = float(np.exp(-nats * count))
     return probabilities
 
 
-def verdict_probabilities(graphdef, state, tok, turns: Sequence[Turn], prompts, spans, max_len: int
-                          ) -> list[float | None]:
+def verdict_probabilities(graphdef, state, tok, turns: Sequence[Turn], prompts, spans, max_len: int,
+                          batch: int) -> list[float | None]:
     """pass_probabilities of the verifier probes among `turns` (None for the other turns, and for a
     probe whose span has no <exit>)."""
     probes = [k for k, turn in enumerate(turns) if metrics.turn_word(turn) == metrics.VERIFY_WORD]
     found = [None] * len(turns)
     if probes:
         scored = pass_probabilities(graphdef, state, tok, [prompts[k] for k in probes], [spans[k] for k in probes],
-                                    max_len)
+                                    max_len, batch)
         for k, probability in zip(probes, scored):
             found[k] = None if np.isnan(probability) else probability
     return found
@@ -232,7 +232,7 @@ def run_regime(model, tok, episodes: Sequence[Episode], regime: str, settings: E
                                               episodes[i].turns[t].cwd) for i in rows]
             xents = span_cross_entropy(graphdef, state, prompts, real_spans, max_len, settings.batch_size)
             verdicts = verdict_probabilities(graphdef, state, tok, [episodes[i].turns[t] for i in rows], prompts,
-                                             spans, max_len)
+                                             spans, max_len, settings.batch_size)
             for i, tail, prompt, span, (xent, _), pass_probability in zip(rows, tails, prompts, spans, xents, verdicts):
                 episode, turn = episodes[i], episodes[i].turns[t]
                 output, exit_code, cwd = parse_span(tok, span)
