@@ -336,7 +336,7 @@ def test_regime_c_counts_only_the_learned_passes_it_is_sure_of(tmp_path, monkeyp
     def config(*extra):  # room for the tasks' prompts
         return small("model.max_len=256", "data.seq_len=256", *extra)
     agent_dir = agent_train.a_phase(config(), tmp_path / "a", 4)
-    verdicts = grounded.Verdicts([0, 0, 0, 1], np.array([1, 1, 1, 0], np.float32), np.array([0.95, 0.6, np.nan, 0.2]))
+    verdicts = grounded.Verdicts([0, 0, 0, 1], np.array([1, 1, 1, 0], np.float32), [0.95, 0.6, None, 0.2])
     monkeypatch.setattr(grounded, "learned_verdicts", lambda *args, **kwargs: verdicts)
     rechecked = []
 

@@ -112,7 +112,8 @@ def test_learned_verdicts_read_the_terminals_exit_code(tok, code):
                                                                  ["test -s out.txt", "true"], config=rollout_config)
     assert codes == [int(code), int(code)]
     assert rewards.tolist() == ([1.0, 1.0] if code == "0" else [0.0, 0.0])
-    np.testing.assert_allclose(pass_probability, [1.0, 1.0] if code == "0" else [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.array(pass_probability, float), [1.0, 1.0] if code == "0" else [0.0, 0.0],
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("probability", [0.3, 0.6, 0.9])
@@ -128,7 +129,7 @@ def test_pass_probability_is_the_terminals_belief_in_exit_0(tok, probability):
     verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, ["test -s out.txt", "true"],
                                          config=rollout_config)
     assert verdicts.exit_codes == ([0, 0] if probability > 0.5 else [2, 2])
-    np.testing.assert_allclose(verdicts.pass_probability_B, [probability] * 2, rtol=1e-4)
+    np.testing.assert_allclose(verdicts.pass_probabilities, [probability] * 2, rtol=1e-4)
     for bar in (0.0, 0.5, 0.8):
         expected = float(probability > 0.5 and probability >= bar)
         assert agent_train.learned_passes(verdicts, bar).tolist() == [expected] * 2
@@ -150,7 +151,8 @@ def test_a_verifier_longer_than_the_agents_context_is_judged_in_the_terminals(to
     codes, rewards, pass_probability = grounded.learned_verdicts(*agent, *terminal, tok, state,
                                                                  [long, "true", too_long], config=rollout_config)
     assert codes == [0, 0, None] and rewards.tolist() == [1.0, 1.0, 0.0]
-    np.testing.assert_allclose(pass_probability, [1.0, 1.0, np.nan], atol=1e-6)
+    assert pass_probability[2] is None
+    np.testing.assert_allclose(pass_probability[:2], [1.0, 1.0], atol=1e-6)
 
 
 def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backend):
@@ -194,7 +196,7 @@ def test_mixed_batch_grounds_a_fraction_and_reports_reward_agreement(tok, backen
     for episode in learned_episodes:  # a parsed verdict has an <exit> to score the pass probability at
         if episode.extra["predicted_verifier_exit"] is not None:
             assert 0.0 <= episode.extra["learned_pass_probability"] <= 1.0
-    probability = np.array([e.extra["learned_pass_probability"] for e in learned_episodes], float)  # None: nan
+    probability = np.array([e.extra["learned_pass_probability"] for e in learned_episodes], float)  # None -> nan
     by_bar = batch.summary["learned_passes_by_probability"]
     assert list(by_bar) == [str(bar) for bar in metrics.PASS_PROBABILITY_BARS]
     for bar, row in by_bar.items():

@@ -223,7 +223,8 @@ def load_agent_and_terminal(config, agent_dir):
 
 def learned_passes(verdicts: grounded.Verdicts, min_pass_probability: float) -> np.ndarray:
     """1.0 where the learned verifier passes a session with at least min_pass_probability of exit 0."""
-    sure_B = np.nan_to_num(verdicts.pass_probability_B) >= min_pass_probability
+    sure_B = np.array(verdicts.pass_probabilities, float) >= min_pass_probability  # None -> nan: unsure
+    sure_B |= min_pass_probability <= 0  # no bar: every greedy pass
     return (verdicts.rewards_B * sure_B).astype(np.float32)
 
 
@@ -268,8 +269,8 @@ def imagine_round(config, agent_dir, round_index: int):
         episode.extra.update(family=task.family, task_id=task.id, kind="imagined", round=round_index)
     verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in tasks],
                                          config=rollout_config)
-    for episode, probability in zip(episodes, verdicts.pass_probability_B):
-        episode.extra["learned_pass_probability"] = None if np.isnan(probability) else float(probability)
+    for episode, probability in zip(episodes, verdicts.pass_probabilities):
+        episode.extra["learned_pass_probability"] = probability
     learned = learned_passes(verdicts, float(config.agent.min_pass_probability))
     passed = [i for i, reward in enumerate(learned) if reward == 1.0]
     checked = passed[:math.ceil(float(config.agent.real_check_fraction) * len(passed))]

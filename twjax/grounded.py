@@ -203,7 +203,7 @@ def _open_verifier_turn(models, state: LoopState, commands: list[list[int]], ver
 class Verdicts(NamedTuple):
     exit_codes: list  # the predicted exit code of each verifier; None: no room for the turn, or no parse
     rewards_B: np.ndarray  # 1.0 where the prediction is exit 0
-    pass_probability_B: np.ndarray  # the terminal's probability of exit 0 (fidelity.pass_probabilities); nan: none
+    pass_probabilities: list  # the terminal's P(exit 0) (fidelity.pass_probabilities); None: no <exit> to score
 
 
 def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params, tok: tokenizer_lib.Tokenizer,
@@ -239,9 +239,9 @@ def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params,
             continue
         _, exit_code, _ = tok.parse_terminal_span(tokens_BxS[row, start_B[row]:length_B[row]].tolist())
         exit_codes.append(exit_code)
-    rows = np.flatnonzero(verifiable_B)
-    probability_B = np.full(batch, np.nan)
-    probability_B[rows] = fidelity.pass_probabilities(
-        terminal_graph, terminal_params, tok, [tokens_BxS[row, :start_B[row]] for row in rows],
-        [tokens_BxS[row, start_B[row]:length_B[row]] for row in rows], terminal_len)
-    return Verdicts(exit_codes, np.array([code == 0 for code in exit_codes], np.float32), probability_B)
+    # A row without room for the verdict has an empty span: nothing to score.
+    spans = [tokens_BxS[row, start_B[row]:length_B[row]] if verifiable_B[row] else [] for row in range(batch)]
+    probabilities = fidelity.pass_probabilities(terminal_graph, terminal_params, tok,
+                                                [tokens_BxS[row, :start_B[row]] for row in range(batch)], spans,
+                                                terminal_len)
+    return Verdicts(exit_codes, np.array([code == 0 for code in exit_codes], np.float32), probabilities)

@@ -103,14 +103,15 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
                 sim_episodes, sim_tasks, codes, learned, probability, true):
             episode.extra.update(family=task.family, task_id=task.id, predicted_verifier_exit=code,
                                  learned_reward=float(learned_reward), real_reward=true_reward,
-                                 learned_pass_probability=None if np.isnan(pass_probability) else float(pass_probability))
+                                 learned_pass_probability=pass_probability)
         episodes += sim_episodes
         learned_N, true_N = np.asarray(learned) == 1.0, np.asarray(true) == 1.0
         # Precision is what selecting sessions by the learned reward keeps (regime C); None without a pass.
         summary.update(learned_reward_mean=float(np.mean(learned)), replayed_real_reward_mean=float(np.mean(true)),
                        reward_agreement=float(np.mean(learned_N == true_N)), learned_passes=int(learned_N.sum()),
                        learned_pass_precision=float(true_N[learned_N].mean()) if learned_N.any() else None,
-                       learned_passes_by_probability=metrics.passes_by_probability(learned_N, true_N, probability))
+                       learned_passes_by_probability=metrics.passes_by_probability(learned_N, true_N,
+                                                                                     np.array(probability, float)))
 
     if real_tasks:
         prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(tok, real_tasks, config.cache_len,

@@ -119,11 +119,11 @@ PASS_PROBABILITY_ROWS = 32  # rows scored per forward pass: [32, T, V] float32 l
 
 
 def pass_probabilities(graphdef, state, tok, prompts: Sequence[np.ndarray], spans: Sequence[np.ndarray],
-                       max_len: int, batch: int = PASS_PROBABILITY_ROWS) -> list[float]:
+                       max_len: int, batch: int = PASS_PROBABILITY_ROWS) -> list[float | None]:
     """How sure a learned verifier is of a pass: the terminal's probability that the exit code
     after <exit> is 0, given the prompt (the session and the verifier command) and the output it
     wrote itself (each span up to its <exit>). A greedy "0" can come with any probability down to
-    just over 1 / vocab, so regime C can keep only the sure ones. nan where a span has no <exit>,
+    just over 1 / vocab, so regime C can keep only the sure ones. None where a span has no <exit>,
     or no room after it. Rows are scored `batch` at a time (padded to it: one compiled shape)."""
     zero = np.array(tok.encode_text("0"), np.int32)
     scored_rows, contexts = [], []
@@ -132,7 +132,7 @@ def pass_probabilities(graphdef, state, tok, prompts: Sequence[np.ndarray], span
         if at_exit.size and len(prompt) + at_exit[0] + 1 + len(zero) <= max_len:
             scored_rows.append(row)
             contexts.append(np.concatenate([prompt, span[:at_exit[0] + 1]]).astype(np.int32))
-    probabilities = [float("nan")] * len(prompts)
+    probabilities = [None] * len(prompts)
     for first in range(0, len(contexts), batch):
         chunk = contexts[first:first + batch]
         scored = span_cross_entropy(graphdef, state, chunk, [zero] * len(chunk), max_len, batch)
@@ -143,15 +143,14 @@ def pass_probabilities(graphdef, state, tok, prompts: Sequence[np.ndarray], span
 
 def verdict_probabilities(graphdef, state, tok, turns: Sequence[Turn], prompts, spans, max_len: int,
                           batch: int) -> list[float | None]:
-    """pass_probabilities of the verifier probes among `turns` (None for the other turns, and for a
-    probe whose span has no <exit>)."""
+    """pass_probabilities of the verifier probes among `turns` (None for the other turns)."""
     probes = [k for k, turn in enumerate(turns) if metrics.turn_word(turn) == metrics.VERIFY_WORD]
     found = [None] * len(turns)
     if probes:
         scored = pass_probabilities(graphdef, state, tok, [prompts[k] for k in probes], [spans[k] for k in probes],
                                     max_len, batch)
         for k, probability in zip(probes, scored):
-            found[k] = None if np.isnan(probability) else probability
+            found[k] = probability
     return found
 
 

@@ -193,8 +193,7 @@ def verdicts(records: Iterable[TurnRecord]) -> dict | None:
     recalls = {name: float(np.mean(predicted_N[cases_N] == want)) if cases_N.any() else None
                for name, cases_N, want in (("pass_recall", real_N, True), ("fail_recall", ~real_N, False))}
     known = [v for v in recalls.values() if v is not None]
-    probability_N = np.array([np.nan if r.prediction.pass_probability is None else r.prediction.pass_probability
-                              for r in probes])
+    probability_N = np.array([r.prediction.pass_probability for r in probes], float)  # None -> nan
     return {"n": len(probes), "real_pass_rate": float(real_N.mean()), "predicted_pass_rate": float(predicted_N.mean()),
             "accuracy": float(np.mean(real_N == predicted_N)), **recalls,
             "pass_precision": float(real_N[predicted_N].mean()) if predicted_N.any() else None,
