@@ -46,7 +46,8 @@
 # name, as cat after the observation).
 # observed-select-session is observed-recall from a warm-up of the same mix (warmup-select-session,
 # 900 steps) started from the selections warm-up, which still copies lines that share their prefix
-# (the names-only chain had erased that).
+# (the names-only chain had erased that); observed-listing-select-session is that on the
+# listing_first collection.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -58,7 +59,7 @@
 #                              [warmup-names-session-headers] [warmup-names-session-mixed]
 #                              [observed-session-lines] [observed-listing-session-lines] [warmup-recall]
 #                              [observed-recall] [observed-recall-heavy] [warmup-select-session]
-#                              [observed-select-session]
+#                              [observed-select-session] [observed-listing-select-session]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -77,7 +78,7 @@ collect "$data/n96"
 if [ "$RUNS" != recorded ]; then
   collect data/observed/n96 --config.observe_setup=True
 fi
-if selected observed-listing-session-lines; then
+if selected observed-listing-session-lines || selected observed-listing-select-session; then
   collect data/observed-listing/n96 --config.observe_setup=True --config.observe_layout=listing_first
 fi
 if [ ! -e "$data/tokenizer.model" ]; then
@@ -97,7 +98,10 @@ if selected observed-copy-smeared; then
 fi
 listings="--config.data.copy_lines_fraction=0.5"
 selections="$listings --config.data.copy_select_fraction=0.5"
-select_chain() { selected observed-select-smeared || selected warmup-select-session || selected observed-select-session; }
+select_chain() {
+  selected observed-select-smeared || selected warmup-select-session || selected observed-select-session ||
+    selected observed-listing-select-session
+}
 if selected observed-lines-smeared || select_chain; then
   warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
 fi
@@ -174,7 +178,7 @@ fi
 # names-only chain, which had erased copying lines that share their prefix.
 session_recall="$lined $headers --config.data.copy_lines_fraction=0.75 --config.data.copy_select_fraction=0.67"
 session_recall+=" --config.data.copy_names_fraction=0.5 $recall"
-if selected warmup-select-session || selected observed-select-session; then
+if selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session; then
   warmup runs/fidelity/copy-warmup-select-session 900 900 $session_recall \
     --config.train.init_from=runs/fidelity/copy-warmup-select  # word-split: flags
   probe_report runs/fidelity/copy-warmup-select-session
@@ -198,7 +202,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-listing-session-lines:data/observed-listing/n96:--config.data.copy_fraction=0.75 $session_mix" \
            "observed-recall:data/observed/n96:--config.data.copy_fraction=0.75 $recall_mix" \
            "observed-recall-heavy:data/observed/n96:--config.data.copy_fraction=0.9 $recall_mix" \
-           "observed-select-session:data/observed/n96:--config.data.copy_fraction=0.75 $select_session"; do
+           "observed-select-session:data/observed/n96:--config.data.copy_fraction=0.75 $select_session" \
+           "observed-listing-select-session:data/observed-listing/n96:--config.data.copy_fraction=0.75 $select_session"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
