@@ -143,15 +143,11 @@ def pass_probabilities(graphdef, state, tok, prompts: Sequence[np.ndarray], span
 
 def verdict_probabilities(graphdef, state, tok, turns: Sequence[Turn], prompts, spans, max_len: int,
                           batch: int) -> list[float | None]:
-    """pass_probabilities of the verifier probes among `turns` (None for the other turns)."""
-    probes = [k for k, turn in enumerate(turns) if metrics.turn_word(turn) == metrics.VERIFY_WORD]
-    found = [None] * len(turns)
-    if probes:
-        scored = pass_probabilities(graphdef, state, tok, [prompts[k] for k in probes], [spans[k] for k in probes],
-                                    max_len, batch)
-        for k, probability in zip(probes, scored):
-            found[k] = probability
-    return found
+    """pass_probabilities of the verifier probes among `turns` (None for the other turns, whose
+    spans are left out as empty: no <exit> to score)."""
+    probe_spans = [span if metrics.turn_word(turn) == metrics.VERIFY_WORD else []
+                   for turn, span in zip(turns, spans)]
+    return pass_probabilities(graphdef, state, tok, prompts, probe_spans, max_len, batch)
 
 
 def generate_spans(graphdef, state, tok, prompts: Sequence[np.ndarray], max_new_tokens: int, *,
