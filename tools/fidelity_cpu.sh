@@ -47,7 +47,8 @@
 # observed-select-session is observed-recall from a warm-up of the same mix (warmup-select-session,
 # 900 steps) started from the selections warm-up, which still copies lines that share their prefix
 # (the names-only chain had erased that); observed-listing-select-session is that on the
-# listing_first collection.
+# listing_first collection, and observed-select-session-seed1 the first with another data order
+# (data.seed, train.seed 1), to size the seed-to-seed spread.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -60,6 +61,7 @@
 #                              [observed-session-lines] [observed-listing-session-lines] [warmup-recall]
 #                              [observed-recall] [observed-recall-heavy] [warmup-select-session]
 #                              [observed-select-session] [observed-listing-select-session]
+#                              [observed-select-session-seed1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -100,7 +102,7 @@ listings="--config.data.copy_lines_fraction=0.5"
 selections="$listings --config.data.copy_select_fraction=0.5"
 select_chain() {
   selected observed-select-smeared || selected warmup-select-session || selected observed-select-session ||
-    selected observed-listing-select-session
+    selected observed-listing-select-session || selected observed-select-session-seed1
 }
 if selected observed-lines-smeared || select_chain; then
   warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
@@ -178,7 +180,8 @@ fi
 # names-only chain, which had erased copying lines that share their prefix.
 session_recall="$lined $headers --config.data.copy_lines_fraction=0.75 --config.data.copy_select_fraction=0.67"
 session_recall+=" --config.data.copy_names_fraction=0.5 $recall"
-if selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session; then
+if selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session ||
+   selected observed-select-session-seed1; then
   warmup runs/fidelity/copy-warmup-select-session 900 900 $session_recall \
     --config.train.init_from=runs/fidelity/copy-warmup-select  # word-split: flags
   probe_report runs/fidelity/copy-warmup-select-session
@@ -203,7 +206,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-recall:data/observed/n96:--config.data.copy_fraction=0.75 $recall_mix" \
            "observed-recall-heavy:data/observed/n96:--config.data.copy_fraction=0.9 $recall_mix" \
            "observed-select-session:data/observed/n96:--config.data.copy_fraction=0.75 $select_session" \
-           "observed-listing-select-session:data/observed-listing/n96:--config.data.copy_fraction=0.75 $select_session"; do
+           "observed-listing-select-session:data/observed-listing/n96:--config.data.copy_fraction=0.75 $select_session" \
+           "observed-select-session-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session --config.data.seed=1 --config.train.seed=1"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
