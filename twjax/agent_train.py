@@ -44,6 +44,7 @@ from flax import nnx
 from twjax import agent_eval, checkpoint_io, configlib, grounded, interleave, metrics_log, optim, rl, rollout
 from twjax import rollout_episodes, train
 from twjax.episode import write_jsonl
+from twjax.evaluate import metrics
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks import registry
 
@@ -223,9 +224,8 @@ def load_agent_and_terminal(config, agent_dir):
 
 def learned_passes(verdicts: grounded.Verdicts, min_pass_probability: float) -> np.ndarray:
     """1.0 where the learned verifier passes a session with at least min_pass_probability of exit 0."""
-    sure_B = np.array(verdicts.pass_probabilities, float) >= min_pass_probability  # None -> nan: unsure
-    sure_B |= min_pass_probability <= 0  # no bar: every greedy pass
-    return (verdicts.rewards_B * sure_B).astype(np.float32)
+    probability_B = np.array(verdicts.pass_probabilities, float)  # None -> nan
+    return metrics.sure_passes(verdicts.rewards_B == 1.0, probability_B, min_pass_probability).astype(np.float32)
 
 
 def select_verified(episodes, learned_rewards, real_rewards: dict[int, float], trust_unchecked: bool = True):

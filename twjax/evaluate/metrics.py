@@ -216,12 +216,18 @@ def pass_auc(real_N: np.ndarray, probability_N: np.ndarray) -> float | None:
 PASS_PROBABILITY_BARS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
+def sure_passes(predicted_N: np.ndarray, probability_N: np.ndarray, bar: float) -> np.ndarray:
+    """The predicted passes whose pass probability reaches `bar`; a missing one (nan) counts as 0,
+    so at bar 0 every predicted pass."""
+    return predicted_N & (np.nan_to_num(probability_N) >= bar)
+
+
 def passes_by_probability(predicted_N: np.ndarray, real_N: np.ndarray, probability_N: np.ndarray) -> dict:
     """For each bar: the predicted passes whose pass probability reaches it, how many of them are
     real, and that share (precision): what regime C keeps with agent.min_pass_probability there."""
     table = {}
     for bar in PASS_PROBABILITY_BARS:
-        kept_N = predicted_N & (np.nan_to_num(probability_N) >= bar)
+        kept_N = sure_passes(predicted_N, probability_N, bar)
         table[str(bar)] = {"passes": int(kept_N.sum()), "real": int(real_N[kept_N].sum()),
                            "precision": float(real_N[kept_N].mean()) if kept_N.any() else None}
     return table
