@@ -100,10 +100,11 @@ if selected observed-copy-smeared; then
 fi
 listings="--config.data.copy_lines_fraction=0.5"
 selections="$listings --config.data.copy_select_fraction=0.5"
-select_chain() {
-  selected observed-select-smeared || selected warmup-select-session || selected observed-select-session ||
-    selected observed-listing-select-session || selected observed-select-session-seed1
+select_session_chain() {
+  selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session ||
+    selected observed-select-session-seed1
 }
+select_chain() { selected observed-select-smeared || select_session_chain; }
 if selected observed-lines-smeared || select_chain; then
   warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
 fi
@@ -180,8 +181,7 @@ fi
 # names-only chain, which had erased copying lines that share their prefix.
 session_recall="$lined $headers --config.data.copy_lines_fraction=0.75 --config.data.copy_select_fraction=0.67"
 session_recall+=" --config.data.copy_names_fraction=0.5 $recall"
-if selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session ||
-   selected observed-select-session-seed1; then
+if select_session_chain; then
   warmup runs/fidelity/copy-warmup-select-session 900 900 $session_recall \
     --config.train.init_from=runs/fidelity/copy-warmup-select  # word-split: flags
   probe_report runs/fidelity/copy-warmup-select-session
