@@ -430,7 +430,22 @@ def test_prefix_and_name_max_bound_the_listing_lines(setup):
         assert data.line_listing(np.random.default_rng(index), token_ids, 128)[1] == int(rng.integers(1, 9))
     with pytest.raises(ValueError, match="copy_prefix_max"):
         data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
-                                             copy_prefix_max=9), shard=(0, 1))
+                                             copy_prefix_max=33), shard=(0, 1))
+
+
+def test_listings_reach_the_length_of_real_ls_la_lines(setup):
+    _, _, tok = setup
+    token_ids = data.copy_token_ids(tok)
+    shapes = set()
+    for index in range(60):
+        lines_NxW, prefix_len, _ = data.line_listing(np.random.default_rng(index), token_ids, 512, 28, name_max=6)
+        assert 2 <= len(lines_NxW) and 1 <= prefix_len <= 28 and 1 <= lines_NxW.shape[1] - prefix_len - 1 <= 6
+        shapes.add(lines_NxW.shape[1])
+    assert max(shapes) >= 30  # lines as long as a real `ls -la` line (~31 pieces with the 2,048-piece tokenizer)
+    assert data.listing_fits(512, 32, 8) and not data.listing_fits(128, 28, 6)
+    with pytest.raises(ValueError, match="do not fit"):
+        data.make_train_iterator(make_config(setup[0], copy_fraction=0.5, copy_lines_fraction=0.5,
+                                             copy_prefix_max=28, copy_name_max=6, seq_len=128), shard=(0, 1))
 
 
 def test_listings_for_a_model_that_counts_lines_end_in_the_real_newline(setup):

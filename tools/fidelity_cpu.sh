@@ -49,6 +49,10 @@
 # (the names-only chain had erased that); observed-listing-select-session is that on the
 # listing_first collection, and observed-select-session-seed1 the first with another data order
 # (data.seed, train.seed 1), to size the seed-to-seed spread.
+# warmup-select-session-long goes on 600 steps from warmup-select-session with listings as long as
+# real ls -la lines (prefixes of up to 28 pieces, names of up to 6: data.copy_prefix_max and
+# copy_name_max; 8 x 512 tokens a step, so that they fit), and observed-select-session-long is
+# observed-select-session from it, with such listings in its mix.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -61,7 +65,8 @@
 #                              [observed-session-lines] [observed-listing-session-lines] [warmup-recall]
 #                              [observed-recall] [observed-recall-heavy] [warmup-select-session]
 #                              [observed-select-session] [observed-listing-select-session]
-#                              [observed-select-session-seed1]
+#                              [observed-select-session-seed1] [warmup-select-session-long]
+#                              [observed-select-session-long]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -102,8 +107,9 @@ listings="--config.data.copy_lines_fraction=0.5"
 selections="$listings --config.data.copy_select_fraction=0.5"
 select_session_chain() {
   selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session ||
-    selected observed-select-session-seed1
+    selected observed-select-session-seed1 || long_listing_chain
 }
+long_listing_chain() { selected warmup-select-session-long || selected observed-select-session-long; }
 select_chain() { selected observed-select-smeared || select_session_chain; }
 if selected observed-lines-smeared || select_chain; then
   warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
@@ -186,6 +192,13 @@ if select_session_chain; then
     --config.train.init_from=runs/fidelity/copy-warmup-select  # word-split: flags
   probe_report runs/fidelity/copy-warmup-select-session
 fi
+long_listings="--config.data.copy_prefix_max=28 --config.data.copy_name_max=6"
+if long_listing_chain; then
+  warmup runs/fidelity/copy-warmup-select-session-long 600 600 $session_recall $long_listings \
+    --config.data.batch_size=8 --config.data.seq_len=512 --config.model.max_len=512 \
+    --config.train.init_from=runs/fidelity/copy-warmup-select-session  # word-split: flags
+  probe_report runs/fidelity/copy-warmup-select-session-long
+fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
@@ -194,6 +207,8 @@ session_mix="--config.model.smeared_keys=True $lined $headers --config.data.copy
 session_mix+=" --config.data.copy_select_fraction=0.67 --config.data.copy_names_fraction=0.5"
 recall_mix="$session_mix $recall --config.train.init_from=runs/fidelity/copy-warmup-recall"
 select_session="--config.model.smeared_keys=True $session_recall"
+select_session_long="$select_session $long_listings"
+select_session_long+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long"
 select_session+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session"
 session_mix+=" --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed"
 
@@ -207,7 +222,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-recall-heavy:data/observed/n96:--config.data.copy_fraction=0.9 $recall_mix" \
            "observed-select-session:data/observed/n96:--config.data.copy_fraction=0.75 $select_session" \
            "observed-listing-select-session:data/observed-listing/n96:--config.data.copy_fraction=0.75 $select_session" \
-           "observed-select-session-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session --config.data.seed=1 --config.train.seed=1"; do
+           "observed-select-session-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session --config.data.seed=1 --config.train.seed=1" \
+           "observed-select-session-long:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name

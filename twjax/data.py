@@ -312,6 +312,15 @@ def recall_cue(token_ids: np.ndarray) -> int:
 
 
 LINES_MIN_SEQ_LEN = 64
+# A real `ls -la` line is ~26 pieces before its name (digits and spaces are pieces of their own)
+# and 3-6 in it (`garnet`, `_`, `part`, `1`, `.`, `txt`), so listings may reach that far.
+LISTING_PREFIX_MAX, LISTING_NAME_MAX = 32, 8
+
+
+def listing_fits(seq_len: int, prefix_max: int, name_max: int) -> bool:
+    """Whether two lines of the longest shape and the longest filler fit in a copy example
+    (line_listing's count of lines, at its maximum)."""
+    return (seq_len + 1 - min(32, seq_len // 8)) // 2 // (prefix_max + name_max + 1) >= 2
 
 
 def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
@@ -458,8 +467,8 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     copy_fraction (0.0: the fraction of records that are synthetic copy examples), copy_lines_fraction
     (0.0: the fraction of those that are listings), copy_select_fraction (0.0: the fraction of
     listings followed by a selection from them), copy_names_fraction (0.5: the fraction of selections
-    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines; 0 for none),
-    copy_name_max (3: the longest name of a listing's lines, in tokens), copy_sessions (False: listings
+    that are a names column), copy_prefix_max (8: the longest prefix of a listing's lines, up to 32; 0
+    for none), copy_name_max (3: the longest name of a listing's lines, in tokens, up to 8), copy_sessions (False: listings
     shaped as in a session, each part opened by `<out>`, names columns from the listing's first line),
     copy_session_header_max (0: with copy_sessions, the most header lines that open a listing, 0-3),
     copy_recall_fraction (0.0: the fraction of copy examples that are recall examples, RecallExample).
@@ -478,14 +487,17 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
         lines_fraction = _bounded(config, "copy_lines_fraction", 0.0, 1.0)
         select_fraction = _bounded(config, "copy_select_fraction", 0.0, 1.0)
         names_fraction = _bounded(config, "copy_names_fraction", 0.5, 1.0)
-        prefix_max = int(_bounded(config, "copy_prefix_max", 8, 8))
-        name_max = int(_bounded(config, "copy_name_max", 3, 3, lower=1))
+        prefix_max = int(_bounded(config, "copy_prefix_max", 8, LISTING_PREFIX_MAX))
+        name_max = int(_bounded(config, "copy_name_max", 3, LISTING_NAME_MAX, lower=1))
         header_max = int(_bounded(config, "copy_session_header_max", 0, 3))
         sessions = bool(_field(config, "copy_sessions", False))
         if header_max and not sessions:
             raise ValueError("data.copy_session_header_max needs data.copy_sessions")
         if lines_fraction > 0 and data.seq_len < LINES_MIN_SEQ_LEN:
             raise ValueError(f"listing copy examples need data.seq_len >= {LINES_MIN_SEQ_LEN}, got {data.seq_len}")
+        if lines_fraction > 0 and not listing_fits(data.seq_len, prefix_max, name_max):
+            raise ValueError(f"two listing lines of copy_prefix_max {prefix_max} and copy_name_max {name_max} "
+                             f"do not fit twice in data.seq_len {data.seq_len}: raise it or lower them")
         indices = grain.MapDataset.range(len(ds))[shard[0]::shard[1]]
         token_ids, newline_id = copy_token_ids(encode.tokenizer), listing_newline_id(config, encode.tokenizer)
         copies = indices.map(
