@@ -66,6 +66,18 @@ def test_whitespace_and_digits_are_fine_grained(corpus):
     assert tok.id_of("\n") == tok.encode_text("\n")[0]
 
 
+def test_without_split_digits_numbers_are_fewer_pieces(tmp_path):
+    episode_lib.write_jsonl(tmp_path / "a.jsonl", make_episodes(300, seed=1))
+    assert cli.main(["tokenizer", "train", "--episodes", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "t.model"),
+                     "--vocab-size", "600", "--no-split-digits"]) == 0
+    tok = T.Tokenizer.load(str(tmp_path / "t.model"))
+    assert any(len(piece) >= 2 and piece.isdigit() for piece in map(tok.sp.id_to_piece, range(tok.vocab_size)))
+    numbers = "5710 sybil\n3553 bob\n  14  52 331 report.txt\n"
+    assert tok.decode(tok.encode_text(numbers)) == numbers
+    split = T.train([str(tmp_path / "a.jsonl")], str(tmp_path / "s.model"), vocab_size=600)
+    assert len(tok.encode_text(numbers)) < len(split.encode_text(numbers))
+
+
 def test_a_word_is_the_same_tokens_wherever_it_stands(corpus):
     """Copying a name from a command or a listing into an output is copying its tokens."""
     tok = corpus[2]
