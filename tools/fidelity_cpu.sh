@@ -53,6 +53,10 @@
 # real ls -la lines (prefixes of up to 28 pieces, names of up to 6: data.copy_prefix_max and
 # copy_name_max; 8 x 512 tokens a step, so that they fit), and observed-select-session-long is
 # observed-select-session from it, with such listings in its mix.
+# observed-select-session-digits is observed-select-session with a tokenizer whose digit runs
+# merge into pieces (tokenizer train --no-split-digits: "5710" is 57 10, not 5 7 1 0), its three
+# warm-ups (listings, selections, the session-shaped mix: warmup-select-session-digits) retrained
+# with it; the test outputs and their scores are the same text.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -66,7 +70,8 @@
 #                              [observed-recall] [observed-recall-heavy] [warmup-select-session]
 #                              [observed-select-session] [observed-listing-select-session]
 #                              [observed-select-session-seed1] [warmup-select-session-long]
-#                              [observed-select-session-long]
+#                              [observed-select-session-long] [warmup-select-session-digits]
+#                              [observed-select-session-digits]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -192,6 +197,20 @@ if select_session_chain; then
     --config.train.init_from=runs/fidelity/copy-warmup-select  # word-split: flags
   probe_report runs/fidelity/copy-warmup-select-session
 fi
+digits_tokenizer=$data/tokenizer-digits.model
+with_digits="--config.data.tokenizer=$digits_tokenizer"
+if selected warmup-select-session-digits || selected observed-select-session-digits; then
+  if [ ! -e "$digits_tokenizer" ]; then
+    "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$digits_tokenizer" --vocab-size 2048 \
+      --no-split-digits
+  fi
+  warmup runs/fidelity/copy-warmup-lines-digits 1200 1200 $listings --config.train.eval_every=50 $with_digits
+  warmup runs/fidelity/copy-warmup-select-digits 600 600 $selections --config.train.eval_every=50 $with_digits \
+    --config.train.init_from=runs/fidelity/copy-warmup-lines-digits
+  warmup runs/fidelity/copy-warmup-select-session-digits 900 900 $session_recall $with_digits \
+    --config.train.init_from=runs/fidelity/copy-warmup-select-digits  # word-split: flags
+  probe_report runs/fidelity/copy-warmup-select-session-digits
+fi
 long_listings="--config.data.copy_prefix_max=28 --config.data.copy_name_max=6"
 if long_listing_chain; then
   warmup runs/fidelity/copy-warmup-select-session-long 600 600 $session_recall $long_listings \
@@ -209,6 +228,8 @@ recall_mix="$session_mix $recall --config.train.init_from=runs/fidelity/copy-war
 select_session="--config.model.smeared_keys=True $session_recall"
 select_session_long="$select_session $long_listings"
 select_session_long+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long"
+select_session_digits="$select_session $with_digits"
+select_session_digits+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-digits"
 select_session+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session"
 session_mix+=" --config.train.init_from=runs/fidelity/copy-warmup-names-session-mixed"
 
@@ -223,7 +244,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session:data/observed/n96:--config.data.copy_fraction=0.75 $select_session" \
            "observed-listing-select-session:data/observed-listing/n96:--config.data.copy_fraction=0.75 $select_session" \
            "observed-select-session-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session --config.data.seed=1 --config.train.seed=1" \
-           "observed-select-session-long:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long"; do
+           "observed-select-session-long:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long" \
+           "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
