@@ -384,8 +384,8 @@ def regime_rl(config, workdir: pathlib.Path, log) -> pathlib.Path:
                                                            jax.random.key(int(config.train.seed) * 7919 + step))
         batch = rl.training_batch(tokens, roles, length, rewards, state["params"], ref_params, logprobs, grpo)
         for _ in range(epochs):
-            state, metrics = update(state, batch)
-        values = {f"rl/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+            state, step_metrics = update(state, batch)
+        values = {f"rl/{k}": float(v) for k, v in jax.device_get(step_metrics).items()}
         values |= {f"rl/{k}": v for k, v in summary.items()} | {"rl/reward": float(np.mean(rewards))}
         log.scalars(step + 1, values)
         log.line(f"RL step {step + 1}/{steps}: reward {values['rl/reward']:.3f}, loss {values['rl/loss']:.4f}, "
