@@ -52,7 +52,8 @@
 # warmup-select-session-long goes on 600 steps from warmup-select-session with listings as long as
 # real ls -la lines (prefixes of up to 28 pieces, names of up to 6: data.copy_prefix_max and
 # copy_name_max; 8 x 512 tokens a step, so that they fit), and observed-select-session-long is
-# observed-select-session from it, with such listings in its mix.
+# observed-select-session from it, with such listings in its mix (observed-select-session-long-seed1:
+# the same with data.seed and train.seed 1).
 # observed-select-session-digits is observed-select-session with a tokenizer whose digit runs
 # merge into pieces (tokenizer train --no-split-digits: "5710" is 57 10, not 5 7 1 0), its three
 # warm-ups (listings, selections, the session-shaped mix: warmup-select-session-digits) retrained
@@ -70,8 +71,8 @@
 #                              [observed-recall] [observed-recall-heavy] [warmup-select-session]
 #                              [observed-select-session] [observed-listing-select-session]
 #                              [observed-select-session-seed1] [warmup-select-session-long]
-#                              [observed-select-session-long] [warmup-select-session-digits]
-#                              [observed-select-session-digits]
+#                              [observed-select-session-long] [observed-select-session-long-seed1]
+#                              [warmup-select-session-digits] [observed-select-session-digits]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -114,7 +115,9 @@ select_session_chain() {
   selected warmup-select-session || selected observed-select-session || selected observed-listing-select-session ||
     selected observed-select-session-seed1 || long_listing_chain
 }
-long_listing_chain() { selected warmup-select-session-long || selected observed-select-session-long; }
+long_listing_chain() {
+  selected warmup-select-session-long || selected observed-select-session-long || selected observed-select-session-long-seed1
+}
 select_chain() { selected observed-select-smeared || select_session_chain; }
 if selected observed-lines-smeared || select_chain; then
   warmup runs/fidelity/copy-warmup-lines 1200 1200 $listings --config.train.eval_every=50  # word-split: flags
@@ -245,6 +248,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-listing-select-session:data/observed-listing/n96:--config.data.copy_fraction=0.75 $select_session" \
            "observed-select-session-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-long:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long" \
+           "observed-select-session-long-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
