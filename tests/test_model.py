@@ -112,12 +112,18 @@ def test_a_grown_cache_decodes_on_as_the_full_forward(model, key_layout):
     full = np.asarray(forward(model, tokens))
     cache = model_lib.init_cache(model.config, 2, 8, key_layout=key_layout)
     _, cache = forward_cached(model, tokens[:, :6], jnp.ones((2, 6), bool), cache)
-    grown = model_lib.grow_cache(cache, 16)
+    grown = model_lib.resize_cache(cache, 16)
     assert grown.max_len == 16 and grown.keys[0].shape[2:] == {"head_dim_major": (8, 16),
                                                                "slot_major": (16, 8)}[key_layout]
     np.testing.assert_array_equal(grown.end_B, cache.end_B)
     logits, _ = forward_cached(model, tokens[:, 6:], jnp.ones((2, 6), bool), grown)
     np.testing.assert_allclose(logits, full[:, 6:], atol=1e-4, rtol=1e-4)
+    # cut back to the 6 filled slots, then grown again: the same cache
+    cut = model_lib.resize_cache(cache, 6)
+    assert cut.max_len == 6
+    regrown = model_lib.resize_cache(cut, 16)
+    for a, b in zip(regrown.keys + regrown.values_BxKxSxH, grown.keys + grown.values_BxKxSxH):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bfloat16_cache_stays_close(model):

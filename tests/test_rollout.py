@@ -81,6 +81,27 @@ def test_head_dim_major_keys_change_no_token(models, finished):
     np.testing.assert_array_equal(head_dim_major.stop_B, finished.stop_B)
 
 
+def test_stages_hold_only_filled_slots_and_change_no_token(models):
+    """Caches in 8 stages of 8 slots (the last holds all 64) give the same sessions as one stage
+    over the whole cache, and the reference loop steps through the same stages."""
+    staged, whole = dataclasses.replace(CONFIG, cache_stages=8), dataclasses.replace(CONFIG, cache_stages=1)
+    assert rollout.stage_limits(staged) == (8, 16, 24, 32, 40, 48, 56, 64)
+    assert rollout.stage_limits(whole) == (64,)
+    assert rollout.stage_limits(dataclasses.replace(CONFIG, cache_len=180, cache_stages=4)) == (48, 96, 136, 180)
+    assert rollout.stage_limits(dataclasses.replace(CONFIG, cache_len=12, cache_stages=4)) == (8, 12)
+    assert [rollout.stage_limit(np.array([3, n]), staged) for n in (1, 8, 9, 63, 64)] == [8, 8, 16, 64, 64]
+    prompts_BxP, lengths_B = prompts(6)
+    compiled = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS, config=staged)
+    reference = rollout.reference_rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS,
+                                          config=staged)
+    single = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS, config=whole)
+    np.testing.assert_array_equal(compiled.tokens_BxS, reference.tokens_BxS)
+    np.testing.assert_array_equal(compiled.tokens_BxS, single.tokens_BxS)
+    np.testing.assert_array_equal(compiled.stop_B, single.stop_B)
+    assert int(np.max(single.length_B)) > 8  # the sessions did pass through several stages
+    assert compiled.agent_cache.max_len == compiled.terminal_cache.max_len == 64
+
+
 def test_layout_of_every_row(finished):
     """Each row: prompt, then turns of <cmd>..</cmd> <out> ..</out>, ending with <eoe>, the turn
     limit, or a full context; per-turn token limits hold."""

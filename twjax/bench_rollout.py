@@ -92,6 +92,8 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dtype", default=None, help="KV cache dtype (default: the compute dtype)")
     parser.add_argument("--key-layout", default="slot_major", choices=model_lib.KEY_LAYOUTS,
                         help="KV cache keys as [.., slots, head_dim] or [.., head_dim, slots] (twjax.model)")
+    parser.add_argument("--cache-stages", type=int, default=rollout.RolloutConfig.cache_stages,
+                        help="stages of the loop, each with caches of the slots filled so far (1: the whole cache)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +128,7 @@ def fixed_work_rollout(config, args):
         max_turns=args.turns, min_turns=args.turns, max_command_tokens=args.command_tokens + 1,
         max_output_tokens=args.output_tokens, cache_len=args.prompt_len + args.turns * tokens_per_turn(args) + 8,
         agent_sampling=rollout.Sampling(temperature=1.0), terminal_sampling=rollout.Sampling(temperature=0.0),
-        cache_dtype=args.cache_dtype, key_layout=args.key_layout)
+        cache_dtype=args.cache_dtype, key_layout=args.key_layout, cache_stages=args.cache_stages)
     prompts_BxP, lengths_B = random_prompts(args.batch, args.prompt_len, args.vocab_size, seed=0)
     return model_config, models, rollout_config, prompts_BxP, lengths_B
 
@@ -145,7 +147,7 @@ def main(args) -> int:
         "turns_per_session": args.turns, "tokens_per_turn": tokens_per_turn(args),
         "cache_len": rollout_config.cache_len,
         "devices": jax.device_count(), "backend": jax.default_backend(), "cache_dtype": args.cache_dtype or "compute",
-        "key_layout": args.key_layout,
+        "key_layout": args.key_layout, "cache_stages": args.cache_stages,
         "sim_turns": sim_turns, "sim_s": round(sim_s, 3), "sim_turns_per_s": round(sim_turns / sim_s, 1),
         "sim_tokens_per_s": round(float(np.sum(np.asarray(state.length_B) - args.prompt_len)) / sim_s, 1),
         "decode_flops_per_s": useful_flops / sim_s, "peak_flops_per_s": peak,

@@ -345,13 +345,16 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
                    jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, key_layout)
 
 
-def grow_cache(cache: KVCache, max_len: int) -> KVCache:
-    """The same cache with room for `max_len` slots: empty slots appended to every layer."""
-    def grown(array, axes):
-        widths = [(0, max_len - cache.max_len if axis == "cache_length" else 0) for axis in axes]
-        return jnp.pad(array, widths)
-    return cache.replace(keys=tuple(grown(k, KEY_CACHE_AXES[cache.key_layout]) for k in cache.keys),
-                         values_BxKxSxH=tuple(grown(v, VALUE_CACHE_AXES) for v in cache.values_BxKxSxH))
+def resize_cache(cache: KVCache, max_len: int) -> KVCache:
+    """The same cache with `max_len` slots: empty slots appended to every layer, or the last ones
+    cut (the caller keeps every row's `end_B` within them)."""
+    def resized(array, axes):
+        axis = axes.index("cache_length")
+        if max_len <= cache.max_len:
+            return jax.lax.slice_in_dim(array, 0, max_len, axis=axis)
+        return jnp.pad(array, [(0, max_len - cache.max_len if i == axis else 0) for i in range(array.ndim)])
+    return cache.replace(keys=tuple(resized(k, KEY_CACHE_AXES[cache.key_layout]) for k in cache.keys),
+                         values_BxKxSxH=tuple(resized(v, VALUE_CACHE_AXES) for v in cache.values_BxKxSxH))
 
 
 class Transformer(nnx.Module):

@@ -46,6 +46,9 @@ class RolloutConfig:
     reserve: int = 0  # context kept free at the end, for the verifier turn
     cache_dtype: str | None = None  # KV cache dtype; None: the models' compute dtype
     key_layout: str = "slot_major"  # KV cache keys, twjax.model.KEY_LAYOUTS
+    # The loop runs in this many stages, each with caches of the slots its sessions fill so far
+    # (run_loop): a step reads what is filled, not the whole cache. 1: one stage of cache_len slots.
+    cache_stages: int = 4
     agent_sampling: Sampling = Sampling(temperature=1.0)
     terminal_sampling: Sampling = Sampling(temperature=0.0)
 
@@ -206,10 +209,15 @@ def grow_state(state: LoopState, cache_len: int) -> LoopState:
     """The same sessions with a longer context: empty buffer columns and cache slots appended."""
     def grown(array_BxS):
         return jnp.pad(array_BxS, ((0, 0), (0, cache_len - array_BxS.shape[1])))
-    caches = [None if cache is None else model_lib.grow_cache(cache, cache_len)
-              for cache in (state.agent_cache, state.terminal_cache)]
-    return state._replace(tokens_BxS=grown(state.tokens_BxS), roles_BxS=grown(state.roles_BxS),
-                          agent_cache=caches[0], terminal_cache=caches[1])
+    return resize_caches(state, cache_len)._replace(tokens_BxS=grown(state.tokens_BxS),
+                                                    roles_BxS=grown(state.roles_BxS))
+
+
+def resize_caches(state: LoopState, slots: int) -> LoopState:
+    """The same sessions with both models' caches resized to `slots` (model.resize_cache)."""
+    agent_cache, terminal_cache = [None if cache is None else model_lib.resize_cache(cache, slots)
+                                   for cache in (state.agent_cache, state.terminal_cache)]
+    return state._replace(agent_cache=agent_cache, terminal_cache=terminal_cache)
 
 
 def append_tokens(agent, terminal, state: LoopState, spans_BxN, span_lengths_B, roles_BxN,
@@ -245,6 +253,20 @@ def loop_body(agent, terminal, key, markers: Markers, config: RolloutConfig):
     return body
 
 
+def stage_limits(config: RolloutConfig) -> tuple[int, ...]:
+    """The caches' slots in each stage of the loop: equal parts of cache_len, rounded up to a
+    multiple of 8, the last all of it."""
+    stages = max(1, int(config.cache_stages))
+    parts = (-(-config.cache_len * i // stages) for i in range(1, stages))
+    return tuple(sorted({min(-(-part // 8) * 8, config.cache_len) for part in parts} | {config.cache_len}))
+
+
+def stage_limit(length_B: np.ndarray, config: RolloutConfig) -> int:
+    """The stage a step runs in: the first whose slots hold every row's session. A step feeds a
+    row's token at slot length - 1 and attends to the slots before it, so length <= limit."""
+    return next(limit for limit in stage_limits(config) if int(np.max(length_B)) <= limit)
+
+
 @functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph", "config"))
 def prefill(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP, prompt_lengths_B, *,
             config: RolloutConfig) -> LoopState:
@@ -256,15 +278,24 @@ def prefill(agent_graph, agent_params, terminal_graph, terminal_params, prompts_
                    donate_argnames=("state",))
 def run_loop(agent_graph, agent_params, terminal_graph, terminal_params, state: LoopState, key, *,
              markers: Markers, config: RolloutConfig) -> LoopState:
-    """Steps every running row until it stops (agent's <eoe>, turn limit, or a full context)."""
+    """Steps every running row until it stops (agent's <eoe>, turn limit, or a full context).
+
+    One while_loop per stage (stage_limits): while every session fits in a stage's slots, the
+    caches hold only those, so a step's cache reads grow with the sessions instead of being the
+    whole cache's from the first token. Lengths only grow, so the stages run in order, and between
+    two the caches grow by one copy; each stage is a copy of the loop in the compiled program. (A
+    slice of the whole cache, read in place, is no substitute: XLA:CPU copies it out every step.)"""
     agent = nnx.merge(agent_graph, agent_params)
     terminal = nnx.merge(terminal_graph, terminal_params)
 
     # Terminates: every step lengthens each running row by one, and a row stops at cache_len.
-    def cond(state: LoopState):
-        return jnp.any(state.stop_B == RUNNING)
+    for limit in stage_limits(config):
+        def cond(state: LoopState, limit=limit):
+            return jnp.any(state.stop_B == RUNNING) & (jnp.max(state.length_B) <= limit)
 
-    return jax.lax.while_loop(cond, loop_body(agent, terminal, key, markers, config), state)
+        state = jax.lax.while_loop(cond, loop_body(agent, terminal, key, markers, config),
+                                   resize_caches(state, limit))
+    return state
 
 
 def rollout(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP, prompt_lengths_B, key,
@@ -274,12 +305,13 @@ def rollout(agent_graph, agent_params, terminal_graph, terminal_params, prompts_
     return run_loop(*models, state, key, markers=markers, config=config)
 
 
-@functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph", "markers", "config"))
+@functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph", "markers", "config", "slots"))
 def _reference_step(agent_graph, agent_params, terminal_graph, terminal_params, state, key, *, markers,
-                    config):
+                    config, slots):
     agent = nnx.merge(agent_graph, agent_params)
     terminal = nnx.merge(terminal_graph, terminal_params)
-    return loop_body(agent, terminal, key, markers, config)(state)
+    return resize_caches(loop_body(agent, terminal, key, markers, config)(resize_caches(state, slots)),
+                         config.cache_len)
 
 
 def reference_rollout(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP,
@@ -289,5 +321,6 @@ def reference_rollout(agent_graph, agent_params, terminal_graph, terminal_params
     models = (agent_graph, agent_params, terminal_graph, terminal_params)
     state = prefill(*models, prompts_BxP, prompt_lengths_B, config=config)
     while np.any(np.asarray(state.stop_B) == RUNNING):
-        state = _reference_step(*models, state, key, markers=markers, config=config)
+        state = _reference_step(*models, state, key, markers=markers, config=config,
+                                slots=stage_limit(np.asarray(state.length_B), config))
     return state
