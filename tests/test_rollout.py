@@ -102,6 +102,22 @@ def test_stages_hold_only_filled_slots_and_change_no_token(models):
     assert compiled.agent_cache.max_len == compiled.terminal_cache.max_len == 64
 
 
+def test_a_stage_the_prompts_outgrew_keeps_their_slots(models):
+    """Prompts of up to 20 tokens start past the first two stages (8 and 16 slots): those stages
+    run no step and must hand the long rows' slots on untouched."""
+    rng = np.random.default_rng(1)
+    lengths_B = np.array([3, 20, 12, 17], np.int32)
+    prompts_BxP = np.zeros((4, 20), np.int32)
+    for row, n in enumerate(lengths_B):
+        prompts_BxP[row, :n] = rng.integers(11, MARKERS.vocab, size=n)
+    runs = [rollout.rollout(*models, jnp.asarray(prompts_BxP), jnp.asarray(lengths_B), jax.random.key(3),
+                            markers=MARKERS, config=dataclasses.replace(CONFIG, cache_stages=stages))
+            for stages in (1, 8)]
+    np.testing.assert_array_equal(runs[0].tokens_BxS, runs[1].tokens_BxS)
+    for whole, staged in zip(runs[0].terminal_cache.keys, runs[1].terminal_cache.keys):
+        np.testing.assert_allclose(whole, staged, atol=1e-6)
+
+
 def test_layout_of_every_row(finished):
     """Each row: prompt, then turns of <cmd>..</cmd> <out> ..</out>, ending with <eoe>, the turn
     limit, or a full context; per-turn token limits hold."""

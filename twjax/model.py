@@ -357,6 +357,16 @@ def resize_cache(cache: KVCache, max_len: int) -> KVCache:
                          values_BxKxSxH=tuple(resized(v, VALUE_CACHE_AXES) for v in cache.values_BxKxSxH))
 
 
+def with_first_slots(cache: KVCache, first: KVCache) -> KVCache:
+    """`cache` with its first slots replaced by all of `first`'s, a smaller copy of it that went on
+    decoding (and with `first`'s per-row state: fill lengths, newest keys, lines)."""
+    def written(array, part, axes):
+        return jax.lax.dynamic_update_slice_in_dim(array, part.astype(array.dtype), 0, axes.index("cache_length"))
+    return first.replace(
+        keys=tuple(written(k, p, KEY_CACHE_AXES[cache.key_layout]) for k, p in zip(cache.keys, first.keys)),
+        values_BxKxSxH=tuple(written(v, p, VALUE_CACHE_AXES) for v, p in zip(cache.values_BxKxSxH, first.values_BxKxSxH)))
+
+
 class Transformer(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config

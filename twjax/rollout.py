@@ -220,6 +220,17 @@ def resize_caches(state: LoopState, slots: int) -> LoopState:
     return state._replace(agent_cache=agent_cache, terminal_cache=terminal_cache)
 
 
+def run_in_first_slots(state: LoopState, slots: int, step_fn) -> LoopState:
+    """`step_fn` on the sessions with caches of their first `slots` slots only, then those slots
+    written back into the whole caches: slots past them are kept, even for a row that reaches
+    past them (for whom `step_fn` must not run)."""
+    stepped = step_fn(resize_caches(state, slots))
+    agent_cache, terminal_cache = [None if whole is None else model_lib.with_first_slots(whole, first)
+                                   for whole, first in ((state.agent_cache, stepped.agent_cache),
+                                                        (state.terminal_cache, stepped.terminal_cache))]
+    return stepped._replace(agent_cache=agent_cache, terminal_cache=terminal_cache)
+
+
 def append_tokens(agent, terminal, state: LoopState, spans_BxN, span_lengths_B, roles_BxN,
                   feed_pending_B) -> LoopState:
     """Writes each row's first span_lengths_B[b] tokens of spans_BxN after its buffer, and lets
@@ -282,9 +293,10 @@ def run_loop(agent_graph, agent_params, terminal_graph, terminal_params, state: 
 
     One while_loop per stage (stage_limits): while every session fits in a stage's slots, the
     caches hold only those, so a step's cache reads grow with the sessions instead of being the
-    whole cache's from the first token. Lengths only grow, so the stages run in order, and between
-    two the caches grow by one copy; each stage is a copy of the loop in the compiled program. (A
-    slice of the whole cache, read in place, is no substitute: XLA:CPU copies it out every step.)"""
+    whole cache's from the first token. Lengths only grow, so the stages run in order (a stage the
+    sessions have outgrown runs no step); each costs a copy of the caches' first slots out and
+    back, and is a copy of the loop in the compiled program. (A slice of the whole cache, read in
+    place, is no substitute: XLA:CPU copies it out every step.)"""
     agent = nnx.merge(agent_graph, agent_params)
     terminal = nnx.merge(terminal_graph, terminal_params)
 
@@ -293,8 +305,8 @@ def run_loop(agent_graph, agent_params, terminal_graph, terminal_params, state: 
         def cond(state: LoopState, limit=limit):
             return jnp.any(state.stop_B == RUNNING) & (jnp.max(state.length_B) <= limit)
 
-        state = jax.lax.while_loop(cond, loop_body(agent, terminal, key, markers, config),
-                                   resize_caches(state, limit))
+        state = run_in_first_slots(state, limit, functools.partial(
+            jax.lax.while_loop, cond, loop_body(agent, terminal, key, markers, config)))
     return state
 
 
@@ -310,8 +322,7 @@ def _reference_step(agent_graph, agent_params, terminal_graph, terminal_params, 
                     config, slots):
     agent = nnx.merge(agent_graph, agent_params)
     terminal = nnx.merge(terminal_graph, terminal_params)
-    return resize_caches(loop_body(agent, terminal, key, markers, config)(resize_caches(state, slots)),
-                         config.cache_len)
+    return run_in_first_slots(state, slots, loop_body(agent, terminal, key, markers, config))
 
 
 def reference_rollout(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP,
