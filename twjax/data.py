@@ -317,10 +317,15 @@ LINES_MIN_SEQ_LEN = 64
 LISTING_PREFIX_MAX, LISTING_NAME_MAX = 32, 8
 
 
+def listing_filler_max(seq_len: int) -> int:
+    """The longest filler between a listing and its repeat (line_listing)."""
+    return min(32, seq_len // 8)
+
+
 def listing_fits(seq_len: int, prefix_max: int, name_max: int) -> bool:
     """Whether two lines of the longest shape and the longest filler fit in a copy example
     (line_listing's count of lines, at its maximum)."""
-    return (seq_len + 1 - min(32, seq_len // 8)) // 2 // (prefix_max + name_max + 1) >= 2
+    return (seq_len + 1 - listing_filler_max(seq_len)) // 2 // (prefix_max + name_max + 1) >= 2
 
 
 def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
@@ -332,7 +337,7 @@ def line_listing(rng: np.random.Generator, token_ids: np.ndarray, seq_len: int,
     follows: copying the right one takes knowing which line this is, from the line so far or the
     previous line's name, not one-token induction. Lines end in a token drawn per listing, or in
     `newline_id` if that is >= 0."""
-    filler = rng.choice(token_ids, rng.integers(0, min(32, seq_len // 8) + 1))
+    filler = rng.choice(token_ids, rng.integers(0, listing_filler_max(seq_len) + 1))
     prefix_len, name_len = int(rng.integers(min(1, prefix_max), prefix_max + 1)), int(rng.integers(1, name_max + 1))
     line_len = prefix_len + name_len + 1
     max_lines = min(12, (seq_len + 1 - len(filler)) // 2 // line_len)
