@@ -82,3 +82,18 @@ def test_bench_ops_times_a_gpu_trace_on_the_device_by_each_kernels_instruction()
     # With a device plane, the kernels' run times (launches on the host are left out); without, the host's.
     assert bench_ops.op_totals([host, device], known) == ({"fusion.3": 400, "gemm.1": 1500}, "device")
     assert bench_ops.op_totals([host], known) == ({"fusion.3": 50, "gemm.1": 70}, "host")
+
+
+def test_bench_ops_keeps_tuple_shapes_whole_and_sub_microsecond_times_above_zero():
+    import collections
+    from twjax import bench_ops
+    hlo = ('  %fusion.1 = (s32[4,44]{1,0}, (f32[4]{0}, s32[])) fusion(%p), kind=kLoop, metadata={op_name="jit(f)/while/body/reduce"}\n'
+           '  ROOT %add.2 = f32[4]{0} add(%a, %b), metadata={op_name="jit(f)/add"}')
+    known = bench_ops.instruction_info(hlo)
+    assert known == {"fusion.1": ("(s32[4,44]{1,0}, (f32[4]{0}, s32[]))", "jit(f)/while/body/reduce"),
+                     "add.2": ("f32[4]{0}", "jit(f)/add")}
+    # 0.3 µs a step: three decimals of a millisecond would print it as 0.
+    result = bench_ops.summarize((collections.Counter({"fusion.1": 600, "add.2": 2_468_000}), "host"), known,
+                                 steps=2, wall_s=0.01, top=2)
+    assert [op["ms"] for op in result["top"]] == [1.234, 0.0003]
+    assert result["by_primitive"] == {"add": 1.234, "reduce": 0.0003}

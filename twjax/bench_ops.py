@@ -21,7 +21,8 @@ import numpy as np
 from twjax import bench_rollout, bench_train, configlib, rollout, sharding
 from twjax.cli import print_result
 
-INSTRUCTION = re.compile(r'\s*(?:ROOT )?%([\w.\-]+) = (\S+) .*?op_name="([^"]*)"')
+# The output shape is one token, or a tuple of them (up to one level nested) with spaces inside.
+INSTRUCTION = re.compile(r'\s*(?:ROOT )?%([\w.\-]+) = (\((?:[^()]|\([^()]*\))*\)|\S+) .*?op_name="([^"]*)"')
 
 
 def instruction_info(hlo_text: str) -> dict[str, tuple[str, str]]:
@@ -59,7 +60,9 @@ def op_totals(planes, known: dict) -> tuple[collections.Counter, str]:
 
 def summarize(traced: tuple[collections.Counter, str], known: dict, steps: int, wall_s: float, top: int) -> dict:
     totals, timed_on = traced
-    ms = lambda ns: round(ns / steps / 1e6, 3)  # noqa: E731
+    # Four significant figures, not three decimals: on a toy model an operation takes under a
+    # microsecond a step, and it must not read as 0 ms.
+    ms = lambda ns: float(f"{ns / steps / 1e6:.4g}")  # noqa: E731
     by_primitive = collections.Counter()
     for name, ns in totals.items():
         by_primitive[known[name][1].rsplit("/", 1)[-1]] += ns
