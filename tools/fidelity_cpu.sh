@@ -58,6 +58,10 @@
 # merge into pieces (tokenizer train --no-split-digits: "5710" is 57 10, not 5 7 1 0), its three
 # warm-ups (listings, selections, the session-shaped mix: warmup-select-session-digits) retrained
 # with it; the test outputs and their scores are the same text.
+# observed-select-session-long-digits puts the two together: warmup-select-session-long-digits goes
+# on 600 steps from warmup-select-session-digits with the long listings, as warmup-select-session-long
+# does from warmup-select-session, and the terminal from it is observed-select-session-long with the
+# digit tokenizer.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -73,6 +77,7 @@
 #                              [observed-select-session-seed1] [warmup-select-session-long]
 #                              [observed-select-session-long] [observed-select-session-long-seed1]
 #                              [warmup-select-session-digits] [observed-select-session-digits]
+#                              [warmup-select-session-long-digits] [observed-select-session-long-digits]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -202,7 +207,8 @@ if select_session_chain; then
 fi
 digits_tokenizer=$data/tokenizer-digits.model
 with_digits="--config.data.tokenizer=$digits_tokenizer"
-if selected warmup-select-session-digits || selected observed-select-session-digits; then
+long_digits_chain() { selected warmup-select-session-long-digits || selected observed-select-session-long-digits; }
+if selected warmup-select-session-digits || selected observed-select-session-digits || long_digits_chain; then
   if [ ! -e "$digits_tokenizer" ]; then
     "${twjax[@]}" tokenizer train --episodes "$data/n96/train-*.jsonl" --out "$digits_tokenizer" --vocab-size 2048 \
       --no-split-digits
@@ -221,6 +227,12 @@ if long_listing_chain; then
     --config.train.init_from=runs/fidelity/copy-warmup-select-session  # word-split: flags
   probe_report runs/fidelity/copy-warmup-select-session-long
 fi
+if long_digits_chain; then
+  warmup runs/fidelity/copy-warmup-select-session-long-digits 600 600 $session_recall $long_listings $with_digits \
+    --config.data.batch_size=8 --config.data.seq_len=512 --config.model.max_len=512 \
+    --config.train.init_from=runs/fidelity/copy-warmup-select-session-digits  # word-split: flags
+  probe_report runs/fidelity/copy-warmup-select-session-long-digits
+fi
 smeared="--config.data.copy_fraction=0.75 --config.model.smeared_keys=True"
 lines="$smeared $listings --config.train.init_from=runs/fidelity/copy-warmup-lines"
 select="$smeared $selections --config.train.init_from=runs/fidelity/copy-warmup-select"
@@ -231,6 +243,8 @@ recall_mix="$session_mix $recall --config.train.init_from=runs/fidelity/copy-war
 select_session="--config.model.smeared_keys=True $session_recall"
 select_session_long="$select_session $long_listings"
 select_session_long+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long"
+select_session_long_digits="$select_session $long_listings $with_digits"
+select_session_long_digits+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long-digits"
 select_session_digits="$select_session $with_digits"
 select_session_digits+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-digits"
 select_session+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session"
@@ -249,7 +263,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-long:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long" \
            "observed-select-session-long-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long --config.data.seed=1 --config.train.seed=1" \
-           "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits"; do
+           "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits" \
+           "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
