@@ -286,3 +286,40 @@ def test_a_sandbox_the_agent_kills_stops_only_its_row(tok, backend):
     assert episodes[0].extra["stop"] == "sandbox_lost"
     assert [t.command for t in episodes[0].turns] == ["kill -9 -1; kill -9 $$"]
     assert [(t.command, t.output) for t in episodes[1].turns] == [("echo hi", "hi\n")]
+
+
+def test_commands_in_cache_stages_equal_commands_over_the_whole_cache():
+    """Cut to the stage its running sessions fill through their next command (command_slots), the
+    grounded agent writes the same commands, turn after turn through several stages, as with its
+    whole cache."""
+    markers = rollout.Markers(cmd_open=3, cmd_end=4, out_open=5, out_end=6, eoe=7, task=8, exit=9, cwd=10, vocab=40)
+    config = model_lib.ModelConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1, d_ff=64,
+                                   max_len=128)
+    agent = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(1)))
+    rng = np.random.default_rng(0)
+    lengths_B = np.array([2, 8, 5, 3, 7, 4], np.int32)
+    prompts_BxP = np.zeros((6, 8), np.int32)
+    for row, n in enumerate(lengths_B):
+        prompts_BxP[row, :n] = rng.integers(11, markers.vocab, size=n)
+    runs = {}
+    for stages in (1, 8):
+        rollout_config = rollout.RolloutConfig(max_turns=4, max_command_tokens=5, max_output_tokens=7, cache_len=64,
+                                               cache_stages=stages, agent_sampling=rollout.Sampling(temperature=1.0))
+        state = grounded.agent_prefill(*agent, jnp.asarray(prompts_BxP), jnp.asarray(lengths_B), config=rollout_config)
+        slots = []
+        for turn in range(4):
+            slots.append(grounded.command_slots(state, rollout_config))
+            state = grounded.agent_commands(*agent, state, jax.random.fold_in(jax.random.key(0), turn),
+                                            markers=markers, config=rollout_config, slots=slots[-1])
+            paused = np.flatnonzero(np.asarray(state.stop_B) == rollout.PAUSED)
+            spans = {row: [markers.out_open, 20 + row, 21, markers.exit, 12, markers.cwd, 13, markers.out_end]
+                     for row in paused}
+            state = grounded.append_spans(*agent, state, spans, rollout_config)
+        runs[stages] = state, slots
+    (whole, whole_slots), (staged, staged_slots) = runs[1], runs[8]
+    np.testing.assert_array_equal(staged.tokens_BxS, whole.tokens_BxS)
+    np.testing.assert_array_equal(staged.stop_B, whole.stop_B)
+    assert whole_slots == [64] * 4
+    assert staged_slots[0] == 16 and len(set(staged_slots)) >= 3  # the longest prompt (8) + a command (5)
+    assert int(np.max(whole.length_B)) > 32
+    assert staged.agent_cache.max_len == 64

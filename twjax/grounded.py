@@ -23,7 +23,7 @@ from twjax.harness.shell import SandboxError
 from twjax.rollout import (AGENT, CONTEXT_FULL, ENDED_BY_AGENT, FORCED_OUT, PAUSED, RUNNING, SANDBOX_LOST,
                            TURN_LIMIT, LoopState,
                            Markers, RolloutConfig, Sampling, append_tokens, grow_state, initial_state, loop_body,
-                           run_loop)
+                           run_in_first_slots, run_loop, stage_limit)
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks.base import Task
 
@@ -33,18 +33,29 @@ def agent_prefill(agent_graph, agent_params, prompts_BxP, prompt_lengths_B, *, c
     return initial_state(nnx.merge(agent_graph, agent_params), None, prompts_BxP, prompt_lengths_B, config)
 
 
-@functools.partial(jax.jit, static_argnames=("agent_graph", "markers", "config"), donate_argnames=("state",))
+@functools.partial(jax.jit, static_argnames=("agent_graph", "markers", "config", "slots"), donate_argnames=("state",))
 def agent_commands(agent_graph, agent_params, state: LoopState, key, *, markers: Markers,
-                   config: RolloutConfig) -> LoopState:
-    """Every running row writes its next command; a row that closes it pauses for the terminal."""
+                   config: RolloutConfig, slots: int) -> LoopState:
+    """Every running row writes its next command; a row that closes it pauses for the terminal.
+    The agent's cache is cut to its first `slots` slots meanwhile (command_slots), as run_loop's
+    stages cut it, so a step reads what the sessions have filled."""
     body = loop_body(nnx.merge(agent_graph, agent_params), None, key, markers, config)
 
     def pause_finished_commands(state: LoopState) -> LoopState:
         waiting_B = (state.stop_B == RUNNING) & (state.phase_B != AGENT)
         return state._replace(stop_B=jnp.where(waiting_B, PAUSED, state.stop_B))
 
-    return jax.lax.while_loop(lambda s: jnp.any(s.stop_B == RUNNING),
-                              lambda s: pause_finished_commands(body(s)), state)
+    return run_in_first_slots(state, slots, functools.partial(
+        jax.lax.while_loop, lambda s: jnp.any(s.stop_B == RUNNING), lambda s: pause_finished_commands(body(s))))
+
+
+def command_slots(state: LoopState, config: RolloutConfig) -> int:
+    """The stage (rollout.stage_limits) whose slots hold every running session through its next
+    command: a command adds at most max_command_tokens + 1 tokens (</cmd> is forced after
+    max_command_tokens), and its last step feeds the token before them."""
+    length_B = np.asarray(state.length_B)[np.asarray(state.stop_B) == RUNNING]
+    longest = int(length_B.max(initial=0)) + config.max_command_tokens
+    return stage_limit(np.array([min(longest, config.cache_len)]), config)
 
 
 @functools.partial(jax.jit, static_argnames=("agent_graph",), donate_argnames=("state",))
@@ -120,7 +131,7 @@ def grounded_rollout(agent_graph, agent_params, tok: tokenizer_lib.Tokenizer, ta
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for turn in range(config.max_turns):
                 state = agent_commands(agent_graph, agent_params, state, jax.random.fold_in(key, turn),
-                                       markers=markers, config=config)
+                                       markers=markers, config=config, slots=command_slots(state, config))
                 stop_B, length_B = np.asarray(state.stop_B), np.asarray(state.length_B)
                 paused = np.flatnonzero(stop_B == PAUSED)
                 if paused.size == 0:
