@@ -289,6 +289,14 @@ def test_init_from_a_run_without_line_embeddings_gains_them_at_zero(dataset, run
         checkpoint_io.gained_params(config, "/nonexistent/run")
 
 
+def test_init_from_refuses_a_copy_head_the_other_run_lacks(dataset, runs):
+    """A pointer changes the function from the first step: it is not gained as line embeddings are."""
+    config = train.resolve_config(tiny_config(dataset, **{"train.init_from": str(runs["straight_dir"]),
+                                                          "model.copy_head": True}))
+    with pytest.raises(ValueError, match="copy_head is True here and False"):
+        initial_state(config)
+
+
 def learning_rates(workdir: pathlib.Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return {row["step"]: row["train/learning_rate"] for row in rows if "train/learning_rate" in row}

@@ -62,6 +62,9 @@
 # on 600 steps from warmup-select-session-digits with the long listings, as warmup-select-session-long
 # does from warmup-select-session, and the terminal from it is observed-select-session-long with the
 # digit tokenizer.
+# observed-pointer and observed-select-session-pointer give the terminal a copy head (model.copy_head:
+# a pointer over its context beside the vocabulary) and no warm-up: the first on the transcripts
+# alone (with smeared keys), the second with observed-select-session's mix of copy examples.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -78,6 +81,7 @@
 #                              [observed-select-session-long] [observed-select-session-long-seed1]
 #                              [warmup-select-session-digits] [observed-select-session-digits]
 #                              [warmup-select-session-long-digits] [observed-select-session-long-digits]
+#                              [observed-pointer] [observed-select-session-pointer]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -243,6 +247,8 @@ recall_mix="$session_mix $recall --config.train.init_from=runs/fidelity/copy-war
 select_session="--config.model.smeared_keys=True $session_recall"
 select_session_long="$select_session $long_listings"
 select_session_long+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long"
+pointer="--config.model.copy_head=True --config.model.smeared_keys=True"
+select_session_pointer="$pointer $session_recall"
 select_session_long_digits="$select_session $long_listings $with_digits"
 select_session_long_digits+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long-digits"
 select_session_digits="$select_session $with_digits"
@@ -264,7 +270,9 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session-long:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long" \
            "observed-select-session-long-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits" \
-           "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits"; do
+           "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits" \
+           "observed-pointer:data/observed/n96:$pointer" \
+           "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name

@@ -25,7 +25,8 @@ from twjax.model import ModelConfig
 def matmul_params(config: ModelConfig) -> int:
     d, f, n, k, h = config.d_model, config.d_ff, config.n_heads, config.n_kv_heads, config.head_dim
     per_layer = d * n * h + 2 * d * k * h + n * h * d + 3 * d * f
-    return config.n_layers * per_layer + d * config.vocab_size
+    copy_head = 2 * d * h + d + 1 if config.copy_head else 0  # its query, key and gate
+    return config.n_layers * per_layer + d * config.vocab_size + copy_head
 
 
 def total_params(config: ModelConfig) -> int:
@@ -35,12 +36,17 @@ def total_params(config: ModelConfig) -> int:
     return matmul_params(config) + embeddings + (2 * config.n_layers + 1) * config.d_model + smear
 
 
+def pointer_width(config: ModelConfig) -> int:
+    """The copy head's attention: QKᵀ only (2·C FLOPs per key), its values are a scatter."""
+    return config.head_dim // 2 if config.copy_head else 0
+
+
 def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    return 6.0 * matmul_params(config) + 6.0 * config.n_layers * seq_len * config.d_model
+    return 6.0 * matmul_params(config) + 6.0 * seq_len * (config.n_layers * config.d_model + pointer_width(config))
 
 
 def decode_flops_per_token(config: ModelConfig, context_len: int) -> float:
-    return 2.0 * matmul_params(config) + 4.0 * config.n_layers * context_len * config.d_model
+    return 2.0 * matmul_params(config) + 4.0 * context_len * (config.n_layers * config.d_model + pointer_width(config))
 
 
 def default_peak_dtype() -> jnp.dtype:

@@ -73,6 +73,10 @@ class ModelConfig:
     line_embeddings: int = 0
     newline_id: int = -1
     line_reset_ids: tuple[int, ...] = ()
+    # A pointer over the context beside the vocabulary (copy_mixture): the next token is drawn from
+    # a learned mix of the softmax over the vocabulary and of copies of the token after each
+    # earlier position, weighted by one attention head over the final hidden states.
+    copy_head: bool = False
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -316,6 +320,9 @@ class KVCache:
     # Line embeddings only (else None): the line and column of row b's next token (line_columns).
     line_B: jax.Array | None = None
     column_B: jax.Array | None = None
+    # Copy head only (else None): each slot's pointer key and token.
+    copy_keys_BxSxC: jax.Array | None = None
+    tokens_BxS: jax.Array | None = None
     key_layout: str = struct.field(pytree_node=False, default="slot_major")
 
     @property
@@ -324,6 +331,8 @@ class KVCache:
 
 
 LAST_KEY_AXES = ("batch", "kv_heads", "head_dim")
+COPY_KEY_AXES = ("batch", "cache_length", "head_dim")
+SLOT_TOKEN_AXES = ("batch", "cache_length")
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None = None,
@@ -340,9 +349,15 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
     # Two arrays, not one twice: the decode loop donates the cache, and a buffer can go once.
     line_B, column_B = (jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32)) if config.line_embeddings \
         else (None, None)
+    copy_keys, slot_tokens = ((jnp.zeros((batch, max_len, config.head_dim), cache_dtype),
+                               jnp.zeros((batch, max_len), jnp.int32)) if config.copy_head else (None, None))
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
                    tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
-                   jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, key_layout)
+                   jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, copy_keys, slot_tokens, key_layout)
+
+
+# The copy head's per-slot arrays, resized and written back with the layers' keys and values.
+SLOT_ARRAYS = {"copy_keys_BxSxC": COPY_KEY_AXES, "tokens_BxS": SLOT_TOKEN_AXES}
 
 
 def resize_cache(cache: KVCache, max_len: int) -> KVCache:
@@ -354,7 +369,9 @@ def resize_cache(cache: KVCache, max_len: int) -> KVCache:
             return jax.lax.slice_in_dim(array, 0, max_len, axis=axis)
         return jnp.pad(array, [(0, max_len - cache.max_len if i == axis else 0) for i in range(array.ndim)])
     return cache.replace(keys=tuple(resized(k, KEY_CACHE_AXES[cache.key_layout]) for k in cache.keys),
-                         values_BxKxSxH=tuple(resized(v, VALUE_CACHE_AXES) for v in cache.values_BxKxSxH))
+                         values_BxKxSxH=tuple(resized(v, VALUE_CACHE_AXES) for v in cache.values_BxKxSxH),
+                         **{name: resized(getattr(cache, name), axes) for name, axes in SLOT_ARRAYS.items()
+                            if getattr(cache, name) is not None})
 
 
 def with_first_slots(cache: KVCache, first: KVCache) -> KVCache:
@@ -364,7 +381,9 @@ def with_first_slots(cache: KVCache, first: KVCache) -> KVCache:
         return jax.lax.dynamic_update_slice_in_dim(array, part.astype(array.dtype), 0, axes.index("cache_length"))
     return first.replace(
         keys=tuple(written(k, p, KEY_CACHE_AXES[cache.key_layout]) for k, p in zip(cache.keys, first.keys)),
-        values_BxKxSxH=tuple(written(v, p, VALUE_CACHE_AXES) for v, p in zip(cache.values_BxKxSxH, first.values_BxKxSxH)))
+        values_BxKxSxH=tuple(written(v, p, VALUE_CACHE_AXES) for v, p in zip(cache.values_BxKxSxH, first.values_BxKxSxH)),
+        **{name: written(getattr(cache, name), getattr(first, name), axes) for name, axes in SLOT_ARRAYS.items()
+           if getattr(cache, name) is not None})
 
 
 class Transformer(nnx.Module):
@@ -382,6 +401,13 @@ class Transformer(nnx.Module):
             # forming even one-token induction in 1,110 steps (README, "The names column").
             self.line_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 0.0)
             self.column_embed_LxD = param(rngs, (config.line_embeddings, config.d_model), ("lines", "embed"), 0.0)
+        if config.copy_head:
+            d, c = config.d_model, config.head_dim
+            self.copy_query_DxC = param(rngs, (d, c), ("embed", "head_dim"), d ** -0.5)
+            self.copy_key_DxC = param(rngs, (d, c), ("embed", "head_dim"), d ** -0.5)
+            # Zero: each next token starts as an even mix of the vocabulary's and the pointer's.
+            self.copy_gate_D = param(rngs, (d,), ("norm",), 0.0)
+            self.copy_gate_bias_1 = param(rngs, (1,), ("norm",), 0.0)
 
     def embed(self, tokens_BxT: jax.Array, lines=None) -> jax.Array:
         """`lines`: (line_BxT, column_BxT) from line_columns, with line embeddings only."""
@@ -399,11 +425,44 @@ class Transformer(nnx.Module):
                        + lookup(self.column_embed_LxD)[jnp.minimum(column_BxT, last)])
         return sharding.constrain(x_BxTxD, ("batch", "length", "embed"))
 
-    def logits(self, x_BxTxD: jax.Array) -> jax.Array:
+    def logits(self, x_BxTxD: jax.Array, pointer=None) -> jax.Array:
+        """float32 next-token logits. With the copy head, `pointer(copy_keys_BxTxC)` -> (keys_BxSxC,
+        next_tokens_BxS, bias_BxTxS) says what the pointer attends to, and the logits are the
+        mixture's log-probabilities (copy_mixture)."""
         b, t, d = x_BxTxD.shape
-        x_MxD = self.final_norm(x_BxTxD).reshape(b * t, d)
-        logits_MxV = jnp.dot(x_MxD, self.unembed_DxV[...].astype(x_MxD.dtype), preferred_element_type=jnp.float32)
-        return sharding.constrain(logits_MxV.reshape(b, t, -1), ("batch", "length", "vocab"))
+        h_BxTxD = self.final_norm(x_BxTxD)
+        logits_MxV = jnp.dot(h_BxTxD.reshape(b * t, d), self.unembed_DxV[...].astype(h_BxTxD.dtype),
+                             preferred_element_type=jnp.float32)
+        logits_BxTxV = sharding.constrain(logits_MxV.reshape(b, t, -1), ("batch", "length", "vocab"))
+        if not self.config.copy_head:
+            return logits_BxTxV
+        copy_keys_BxTxC = h_BxTxD @ self.copy_key_DxC[...].astype(h_BxTxD.dtype)
+        return self.copy_mixture(h_BxTxD, logits_BxTxV, *pointer(copy_keys_BxTxC))
+
+    def copy_mixture(self, h_BxTxD, logits_BxTxV, keys_BxSxC, next_tokens_BxS, bias_BxTxS) -> jax.Array:
+        """log(p_vocab * softmax(logits) + (1 - p_vocab) * copy), copy putting each visible
+        position's pointer weight on the token that followed it (a pointer-generator, See et al.
+        2017, over a decoder's own context).
+
+        Why: the learned terminal's outputs are mostly copies (listings, file contents), and a tiny
+        transformer learns induction heads slowly and imprecisely; here, matching a position's
+        state to an earlier one is one attention, and the copied token never passes through the
+        vocabulary's projection. A query that sees no earlier position gets the vocabulary alone."""
+        b, t, _ = h_BxTxD.shape
+        c = keys_BxSxC.shape[-1]
+        queries_BxTxC = h_BxTxD @ self.copy_query_DxC[...].astype(h_BxTxD.dtype)
+        scores_BxTxS = jnp.einsum("btc,bsc->bts", queries_BxTxC, keys_BxSxC.astype(h_BxTxD.dtype),
+                                  preferred_element_type=jnp.float32) * c ** -0.5 + bias_BxTxS
+        sees_any_BxTx1 = jnp.any(bias_BxTxS == 0, axis=-1, keepdims=True)
+        weights_BxTxS = jax.nn.softmax(scores_BxTxS, axis=-1)
+        copy_BxTxV = jnp.zeros(logits_BxTxV.shape, jnp.float32).at[
+            jnp.arange(b)[:, None, None], jnp.arange(t)[None, :, None], next_tokens_BxS[:, None, :]].add(weights_BxTxS)
+        gate_BxTx1 = (h_BxTxD.astype(jnp.float32) @ self.copy_gate_D[...])[..., None] + self.copy_gate_bias_1[...]
+        log_vocab_share_BxTx1 = jnp.where(sees_any_BxTx1, jax.nn.log_sigmoid(gate_BxTx1), 0.0)
+        copy_share_BxTx1 = jnp.where(sees_any_BxTx1, jax.nn.sigmoid(-gate_BxTx1), 0.0)
+        mixture_BxTxV = jnp.exp(log_vocab_share_BxTx1 + jax.nn.log_softmax(logits_BxTxV)) + copy_share_BxTx1 * copy_BxTxV
+        # The floor keeps the log finite where both parts underflow (its gradient stays bounded).
+        return jnp.log(mixture_BxTxV + 1e-30)
 
     def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
                  segment_ids_BxT: jax.Array | None = None) -> jax.Array:
@@ -448,7 +507,13 @@ class Transformer(nnx.Module):
         x = self.embed(tokens_BxT, lines)
         for block in self.blocks:
             x = block(x, positions_BxT, lambda q, k, v, block=block: attend_causal(q, k, v, block), previous)
-        return self.logits(x)
+
+        def pointer(copy_keys_BxTxC):
+            # Position s points at the token after it; a query sees the earlier positions of its segment.
+            next_tokens_BxT = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, 1)))
+            strictly_before_BxTxT = mask_BxTxT & ~jnp.eye(t, dtype=bool)[None]
+            return copy_keys_BxTxC, next_tokens_BxT, jnp.where(strictly_before_BxTxT, 0.0, NEG_INF)
+        return self.logits(x, pointer)
 
     def forward_cached(self, tokens_BxT: jax.Array, valid_BxT: jax.Array, cache: KVCache):
         """Appends each row's valid tokens (valid first, padding after) at that row's `end_B`.
@@ -499,9 +564,19 @@ class Transformer(nnx.Module):
                 values[layer] = write(values[layer], v_BxKxTxH, VALUE_CACHE_AXES)
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS, key_layout=cache.key_layout)
             x = block(x, positions_BxT, attend, previous)
+        copy_keys, slot_tokens = cache.copy_keys_BxSxC, cache.tokens_BxS
+
+        def pointer(copy_keys_BxTxC):
+            nonlocal copy_keys, slot_tokens
+            copy_keys = copy_keys.at[rows_Bx1, write_slot_BxT].set(copy_keys_BxTxC.astype(copy_keys.dtype), mode="drop")
+            slot_tokens = slot_tokens.at[rows_Bx1, write_slot_BxT].set(tokens_BxT, mode="drop")
+            # Slot s points at the token of slot s + 1, written by the time a query sees slot s.
+            strictly_before_BxTxS = jnp.arange(slots)[None, None, :] < positions_BxT[:, :, None]
+            return copy_keys, jnp.pad(slot_tokens[:, 1:], ((0, 0), (0, 1))), jnp.where(strictly_before_BxTxS, 0.0, NEG_INF)
+        logits = self.logits(x, pointer)
         end_B = jnp.minimum(cache.end_B + count_B, slots)
-        return self.logits(x), KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys), line_B, column_B,
-                                       cache.key_layout)
+        return logits, KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys), line_B, column_B, copy_keys,
+                               slot_tokens, cache.key_layout)
 
 
 def param_count(state) -> int:

@@ -125,7 +125,7 @@ def shard_batch(batch: dict, mesh: Mesh, rules=RULES) -> dict:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=RULES) -> Any:
-    from twjax.model import KEY_CACHE_AXES, LAST_KEY_AXES, VALUE_CACHE_AXES
+    from twjax.model import KEY_CACHE_AXES, LAST_KEY_AXES, SLOT_ARRAYS, VALUE_CACHE_AXES
     return type(cache)(
         tuple(array_sharding(KEY_CACHE_AXES[cache.key_layout], keys.shape, mesh, rules) for keys in cache.keys),
         tuple(array_sharding(VALUE_CACHE_AXES, values.shape, mesh, rules) for values in cache.values_BxKxSxH),
@@ -133,6 +133,8 @@ def cache_shardings(cache: Any, mesh: Mesh, rules=RULES) -> Any:
         tuple(array_sharding(LAST_KEY_AXES, last.shape, mesh, rules) for last in cache.last_keys_BxKxH),
         *(None if counts is None else array_sharding(("batch",), counts.shape, mesh, rules)
           for counts in (cache.line_B, cache.column_B)),
+        *(None if getattr(cache, name) is None else array_sharding(axes, getattr(cache, name).shape, mesh, rules)
+          for name, axes in SLOT_ARRAYS.items()),
         cache.key_layout)
 
 
