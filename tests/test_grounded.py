@@ -291,10 +291,10 @@ def test_a_sandbox_the_agent_kills_stops_only_its_row(tok, backend):
 def test_commands_in_cache_stages_equal_commands_over_the_whole_cache():
     """Cut to the stage its running sessions fill through their next command (command_slots), the
     grounded agent writes the same commands, turn after turn through several stages, as with its
-    whole cache."""
+    whole cache (a copy head's per-slot keys and tokens included)."""
     markers = rollout.Markers(cmd_open=3, cmd_end=4, out_open=5, out_end=6, eoe=7, task=8, exit=9, cwd=10, vocab=40)
     config = model_lib.ModelConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1, d_ff=64,
-                                   max_len=128)
+                                   max_len=128, copy_head=True)
     agent = nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(1)))
     rng = np.random.default_rng(0)
     lengths_B = np.array([2, 8, 5, 3, 7, 4], np.int32)
