@@ -64,7 +64,8 @@
 # digit tokenizer.
 # observed-pointer and observed-select-session-pointer give the terminal a copy head (model.copy_head:
 # a pointer over its context beside the vocabulary) and no warm-up: the first on the transcripts
-# alone (with smeared keys), the second with observed-select-session's mix of copy examples.
+# alone (with smeared keys), the second with observed-select-session's mix of copy examples
+# (observed-select-session-pointer-seed1: the same with data.seed and train.seed 1).
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -82,6 +83,7 @@
 #                              [warmup-select-session-digits] [observed-select-session-digits]
 #                              [warmup-select-session-long-digits] [observed-select-session-long-digits]
 #                              [observed-pointer] [observed-select-session-pointer]
+#                              [observed-select-session-pointer-seed1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -272,7 +274,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits" \
            "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits" \
            "observed-pointer:data/observed/n96:$pointer" \
-           "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer"; do
+           "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
+           "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
