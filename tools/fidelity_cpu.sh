@@ -66,6 +66,8 @@
 # a pointer over its context beside the vocabulary) and no warm-up: the first on the transcripts
 # alone (with smeared keys), the second with observed-select-session's mix of copy examples
 # (observed-select-session-pointer-seed1: the same with data.seed and train.seed 1).
+# observed-select-session-scratch is their control: the same mix and smeared keys from random
+# weights, with neither a copy head nor a warm-up.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -83,7 +85,7 @@
 #                              [warmup-select-session-digits] [observed-select-session-digits]
 #                              [warmup-select-session-long-digits] [observed-select-session-long-digits]
 #                              [observed-pointer] [observed-select-session-pointer]
-#                              [observed-select-session-pointer-seed1]
+#                              [observed-select-session-pointer-seed1] [observed-select-session-scratch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -251,6 +253,7 @@ select_session_long="$select_session $long_listings"
 select_session_long+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long"
 pointer="--config.model.copy_head=True --config.model.smeared_keys=True"
 select_session_pointer="$pointer $session_recall"
+select_session_scratch="--config.model.smeared_keys=True $session_recall"
 select_session_long_digits="$select_session $long_listings $with_digits"
 select_session_long_digits+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long-digits"
 select_session_digits="$select_session $with_digits"
@@ -275,7 +278,8 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits" \
            "observed-pointer:data/observed/n96:$pointer" \
            "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
-           "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1"; do
+           "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1" \
+           "observed-select-session-scratch:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_scratch"; do
   IFS=: read -r name episodes extra <<< "$run"
   selected "$name" || continue
   workdir=runs/fidelity/$name
