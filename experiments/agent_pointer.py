@@ -10,8 +10,10 @@ and the other regimes with the copy head, 3 seeds each, on the grid's knobs:
 
   regime=B, lambda_obs=0.5              the terminal's tokens in the loss too: does a pointer let
                                         the agent learn the terminal's outputs without losing its own?
-  regime=C / RL                         branched off the copy-head A (shared by the two trials of a
+  regime=C / RL                         branched off the copy-head A (shared by the trials of a
                                         seed), in the grid's learned terminal (runs/ablation/terminal)
+  regime=C, min_pass_probability=0.9    C keeping only the learned passes the terminal gave exit 0
+                                        with probability >= 0.9: surer passes on agent sessions?
 
 experiments/agent_copy.py found that the grid's agents write file names memorised from training,
 and that a 600-step synthetic copy warm-up doubles A's greedy passes (0.255 against 0.127) while
@@ -46,4 +48,7 @@ def get_sweep(arg=None):
         points.append({"agent.regime": "B", "data.lambda_obs": 0.5, **seeds})
         points.append({"agent.regime": "C", **learned, **seeds})
         points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **learned, **seeds})
+    for seed in SEEDS:  # appended after the grid above, so that its trials ran first
+        seeds = {"model.copy_head": True, "train.seed": seed, "data.seed": seed}
+        points.append({"agent.regime": "C", "agent.min_pass_probability": 0.9, **learned, **seeds})
     return points

@@ -345,7 +345,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
     ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
     ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 27),
-    ("agent_pointer", "", "agent train", 18),
+    ("agent_pointer", "", "agent train", 21),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -368,7 +368,7 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
     if name == "agent_pointer":  # A as in the grid, with a copy head, with smeared keys too; B, C, RL with the head
         arms = {tuple(sorted(f"{k}={v}" for k, v in t.overrides.items() if not k.endswith(".seed")))
                 for t in experiment.trials}
-        assert len(arms) == 6 and {t.overrides["train.seed"] for t in experiment.trials} == {0, 1, 2}
+        assert len(arms) == 7 and {t.overrides["train.seed"] for t in experiment.trials} == {0, 1, 2}
         assert {(), ("model.copy_head=True",), ("model.copy_head=True", "model.smeared_keys=True")} < arms
         regimes = [t.overrides.get("agent.regime", "A") for t in experiment.trials if "model.copy_head" in t.overrides]
         assert sorted(set(regimes)) == ["A", "B", "C", "RL"]
