@@ -48,7 +48,5 @@ def get_sweep(arg=None):
         points.append({"agent.regime": "B", "data.lambda_obs": 0.5, **seeds})
         points.append({"agent.regime": "C", **learned, **seeds})
         points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **learned, **seeds})
-    for seed in SEEDS:  # appended after the grid above, so that its trials ran first
-        seeds = {"model.copy_head": True, "train.seed": seed, "data.seed": seed}
         points.append({"agent.regime": "C", "agent.min_pass_probability": 0.9, **learned, **seeds})
     return points

@@ -374,6 +374,7 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert sorted(set(regimes)) == ["A", "B", "C", "RL"]
         learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
         assert all(t.overrides["agent.terminal"] == "runs/ablation/terminal" for t in learned)
+        assert sum(t.overrides.get("agent.min_pass_probability") == 0.9 for t in learned) == 3
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train, configlib
 
