@@ -65,7 +65,8 @@
 # observed-pointer and observed-select-session-pointer give the terminal a copy head (model.copy_head:
 # a pointer over its context beside the vocabulary) and no warm-up: the first on the transcripts
 # alone (with smeared keys), the second with observed-select-session's mix of copy examples
-# (observed-select-session-pointer-seed1: the same with data.seed and train.seed 1).
+# (observed-select-session-pointer-seed1 and observed-pointer-seed1: the same with data.seed and
+# train.seed 1).
 # observed-select-session-scratch is their control: the same mix and smeared keys from random
 # weights, with neither a copy head nor a warm-up.
 # Name runs to train only those.
@@ -86,6 +87,7 @@
 #                              [warmup-select-session-long-digits] [observed-select-session-long-digits]
 #                              [observed-pointer] [observed-select-session-pointer]
 #                              [observed-select-session-pointer-seed1] [observed-select-session-scratch]
+#                              [observed-pointer-seed1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -277,6 +279,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_digits" \
            "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits" \
            "observed-pointer:data/observed/n96:$pointer" \
+           "observed-pointer-seed1:data/observed/n96:$pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
            "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-scratch:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_scratch"; do
