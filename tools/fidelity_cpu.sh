@@ -255,7 +255,7 @@ select_session_long="$select_session $long_listings"
 select_session_long+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long"
 pointer="--config.model.copy_head=True --config.model.smeared_keys=True"
 select_session_pointer="$pointer $session_recall"
-select_session_scratch="--config.model.smeared_keys=True $session_recall"
+select_session_scratch="$select_session"  # before its warm-up is added below
 select_session_long_digits="$select_session $long_listings $with_digits"
 select_session_long_digits+=" --config.train.init_from=runs/fidelity/copy-warmup-select-session-long-digits"
 select_session_digits="$select_session $with_digits"
