@@ -346,6 +346,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("three_way_ablation", "cpu", "agent train", 16), ("three_way_ablation", "tpu", "agent train", 76),
     ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 27),
     ("agent_pointer", "", "agent train", 21),
+    ("agent_observed", "", "agent train", 9),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -375,6 +376,14 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
         assert all(t.overrides["agent.terminal"] == "runs/ablation/terminal" for t in learned)
         assert sum(t.overrides.get("agent.min_pass_probability") == 0.9 for t in learned) == 3
+    if name == "agent_observed":  # copy-head agents that see their task's observation, as the terminal does
+        from twjax import configlib
+        config = configlib.load(experiment.config_spec)
+        assert config.agent.observe_setup and config.model.copy_head and config.model.max_len == config.data.seq_len
+        assert config.data.train.startswith("data/observed/")
+        learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
+        assert len(learned) == 6 and all(t.overrides["agent.terminal"] == "runs/fidelity/observed-pointer"
+                                         and t.overrides["agent.shared_sft"] for t in learned)
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train, configlib
 

@@ -69,6 +69,9 @@
 # train.seed 1).
 # observed-select-session-scratch is their control: the same mix and smeared keys from random
 # weights, with neither a copy head nor a warm-up.
+# observed-pointer-n384 is observed-pointer on four times the transcripts (the ablation's 384 per
+# family, seed 7, observed: data/observed/n384, ~11 min to collect), the same 1,500 steps, evaluated
+# on observed-pointer's test episodes; 2 of those 64 share their task with a training episode here.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -87,7 +90,7 @@
 #                              [warmup-select-session-long-digits] [observed-select-session-long-digits]
 #                              [observed-pointer] [observed-select-session-pointer]
 #                              [observed-select-session-pointer-seed1] [observed-select-session-scratch]
-#                              [observed-pointer-seed1]
+#                              [observed-pointer-seed1] [observed-pointer-n384]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -105,6 +108,9 @@ selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 collect "$data/n96"
 if [ "$RUNS" != recorded ]; then
   collect data/observed/n96 --config.observe_setup=True
+fi
+if selected observed-pointer-n384; then
+  collect data/observed/n384 --config.observe_setup=True --config.episodes.train=384 --config.seed=7
 fi
 if selected observed-listing-session-lines || selected observed-listing-select-session; then
   collect data/observed-listing/n96 --config.observe_setup=True --config.observe_layout=listing_first
@@ -280,10 +286,13 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-select-session-long-digits:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_long_digits" \
            "observed-pointer:data/observed/n96:$pointer" \
            "observed-pointer-seed1:data/observed/n96:$pointer --config.data.seed=1 --config.train.seed=1" \
+           "observed-pointer-n384:data/observed/n384,data/observed/n96:$pointer" \
            "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
            "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-scratch:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_scratch"; do
   IFS=: read -r name episodes extra <<< "$run"
+  IFS=, read -r episodes tests <<< "$episodes"  # train[,test]: the test episodes default to the train's collection's
+  tests=${tests:-$episodes}
   selected "$name" || continue
   workdir=runs/fidelity/$name
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "$workdir" \
@@ -291,7 +300,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
     "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=1500 \
     --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4 $extra  # word-split: extra holds flags
   if [ ! -e "$workdir/eval/report.json" ]; then
-    "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$episodes/test-*.jsonl" \
+    "${twjax[@]}" evaluate --workdir "$workdir" --episodes "$tests/test-*.jsonl" \
       --train-episodes "$episodes/train-*.jsonl" --max-episodes 64 --json > "$workdir/eval.json"
   fi
   echo "$name: $workdir/eval/report.json"

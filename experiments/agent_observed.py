@@ -1,0 +1,46 @@
+"""C and RL in a learned terminal that copies and judges well: agents whose sessions open with an
+observation of their task's files, 3 seeds each:
+
+  regime=A                     the copy-head agent of experiments/agent_pointer.py, trained on the
+                               observed transcripts (data/observed/n384) with a 1,024-token context
+  regime=C / RL                branched off that A (shared by the trials of a seed), inside
+                               runs/fidelity/observed-pointer
+
+The grid's learned terminal (runs/ablation/terminal, 256 tokens) is too generous and too unsure to
+guide C and RL: it passes many more agent sessions than hold for real (README). observed-pointer is
+a copy-head terminal trained on observed transcripts (tools/fidelity_cpu.sh observed-pointer): 0.246
+of its non-empty outputs are right and its verdicts separate passes from failures at AUC 0.836. A
+terminal trained on observed sessions needs the observation in front of it, and so does the agent,
+so here both see it (agent.observe_setup), with a context long enough to hold it (the observations
+run 266-954 tokens, 10th to 90th percentile). The batch holds 4 sequences of 1,024 tokens: the same
+tokens per update as the grid's 16 of 256.
+`bash tools/agent_observed_cpu.sh` collects the data, trains the terminal and runs this grid.
+"""
+import pathlib
+
+from twjax import configlib
+
+AGENT_COPY = pathlib.Path(__file__).resolve().parent / "agent_copy.py"
+DATA = "data/observed/n384"
+TERMINAL = "runs/fidelity/observed-pointer"
+SEEDS = [0, 1, 2]
+
+
+def get_config(arg=None):
+    config = configlib.load(str(AGENT_COPY))  # A as in the ablation grid, judged for real, names measured
+    config.data.update(train=f"{DATA}/train-*.jsonl", valid=f"{DATA}/valid-*.jsonl", seq_len=1024, batch_size=4)
+    config.model.update(max_len=1024, copy_head=True)
+    config.agent.observe_setup = True
+    return config
+
+
+def get_sweep(arg=None):
+    """Seed by seed, so that a grid stopped early holds every arm equally often."""
+    points = []
+    learned = {"agent.terminal": TERMINAL, "agent.shared_sft": "../shared-sft"}
+    for seed in SEEDS:
+        seeds = {"train.seed": seed, "data.seed": seed}
+        points.append(dict(seeds))
+        points.append({"agent.regime": "C", **learned, **seeds})
+        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **learned, **seeds})
+    return points

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# experiments/agent_observed.py end to end: the copy-head terminal trained on observed transcripts
+# (bash tools/fidelity_cpu.sh observed-pointer: the ablation's 96-per-family collection observed, ~40
+# min on 2 cores with its evaluation), the agents' observed transcripts (the ablation's 384-per-family
+# collection, seed 7, observed: ~11 min), then the grid (9 trials): runs/sweeps/agent_observed/results.md.
+# Re-running skips what is done.
+#   bash tools/agent_observed_cpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+twjax=(.venv/bin/python -m twjax)
+bash tools/fidelity_cpu.sh observed-pointer
+if [ ! -e data/observed/n384/stats.json ]; then
+  "${twjax[@]}" collect --config configs/data/tiny.py --config.episodes.train=384 --config.seed=7 \
+    --config.observe_setup=True --out data/observed/n384
+fi
+"${twjax[@]}" sweep experiments/agent_observed.py --launcher local --exproot runs/sweeps
