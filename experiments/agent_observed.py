@@ -37,12 +37,13 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    """Seed by seed, so that a grid stopped early holds every arm equally often."""
+    """Seed by seed, so that a grid stopped early holds every arm equally often. A's trial shares
+    its run with the C and RL of its seed (agent.shared_sft), so a seed trains A once."""
     points = []
-    learned = {"agent.terminal": TERMINAL, "agent.shared_sft": "../shared-sft"}
+    shared = {"agent.shared_sft": "../shared-sft"}
     for seed in SEEDS:
         seeds = {"train.seed": seed, "data.seed": seed}
-        points.append(dict(seeds))
-        points.append({"agent.regime": "C", **learned, **seeds})
-        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, **learned, **seeds})
+        points.append({**shared, **seeds})
+        points.append({"agent.regime": "C", "agent.terminal": TERMINAL, **shared, **seeds})
+        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, "agent.terminal": TERMINAL, **shared, **seeds})
     return points
