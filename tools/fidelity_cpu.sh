@@ -70,7 +70,7 @@
 # observed-select-session-scratch is their control: the same mix and smeared keys from random
 # weights, with neither a copy head nor a warm-up.
 # observed-pointer-n384 is observed-pointer on four times the transcripts (the ablation's 384 per
-# family, seed 7, observed: data/observed/n384, ~11 min to collect), the same 1,500 steps, evaluated
+# family, seed 7, observed: data/observed/n384, ~12 min to collect), the same 1,500 steps, evaluated
 # on observed-pointer's test episodes; 2 of those 64 share their task with a training episode here.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
