@@ -11,11 +11,11 @@ guide C and RL: it passes many more agent sessions than hold for real (README). 
 a copy-head terminal trained on observed transcripts (tools/fidelity_cpu.sh observed-pointer): 0.246
 of its non-empty outputs are right and its verdicts separate passes from failures at AUC 0.836. A
 terminal trained on observed sessions needs the observation in front of it, and so does the agent,
-so here both see it (agent.observe_setup), with a context long enough to hold it (the observations
-run 266-954 tokens, 10th to 90th percentile). The batch holds 8 sequences of 1,024 tokens, for
-about the grid's agent tokens per update: 0.31 of an observed window's tokens are the agent's against
-0.49 of the grid's 256-token windows. With 4 (the grid's tokens per update) A's agent passed 0 of 34
-and repeated `ls -la` (seed 0, valid loss 0.780 after 500 updates, the grid's A 0.52-0.55).
+so here both see it (agent.observe_setup), with a context long enough to hold it (1,024 tokens, as
+the terminal's). The batch holds 8 sequences of 1,024 tokens: the observation is terminal text, so
+an observed window holds fewer of the agent's tokens than the grid's 256-token ones, and with 4
+(the grid's tokens per update) A's agent passed 0 of 34 and repeated `ls -la` (seed 0, valid loss
+0.780 after 500 updates, the copy-head A of agent_pointer 0.52-0.55).
 `bash tools/agent_observed_cpu.sh` collects the data, trains the terminal and runs this grid. On
 2026-12-06 (README) the terminal passed 18-22 of each round's 64 imagined sessions and 1 of the 32
 re-checked held: C (0.059) and RL (0.118) stayed at or under A (0.127).
