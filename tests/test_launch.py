@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tb_events import read_events
-from twjax import cli
+from twjax import cli, configlib
 from twjax.launch import hparams, sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -377,7 +377,6 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert all(t.overrides["agent.terminal"] == "runs/ablation/terminal" for t in learned)
         assert sum(t.overrides.get("agent.min_pass_probability") == 0.9 for t in learned) == 3
     if name == "agent_observed":  # copy-head agents that see their task's observation, as the terminal does
-        from twjax import configlib
         config = configlib.load(experiment.config_spec)
         assert config.agent.observe_setup and config.model.copy_head and config.model.max_len == config.data.seq_len
         assert config.data.train.startswith("data/observed/")
@@ -385,7 +384,7 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert len(learned) == 6 and all(t.overrides["agent.terminal"] == "runs/fidelity/observed-pointer"
                                          and t.overrides["agent.shared_sft"] for t in learned)
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
-        from twjax import agent_train, configlib
+        from twjax import agent_train
 
         def run_keys(experiment):  # (terminal, regime, seed, re-checked fraction) -> the A run it branches off
             return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"],
