@@ -347,6 +347,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 27),
     ("agent_pointer", "", "agent train", 21),
     ("agent_observed", "", "agent train", 9),
+    ("agent_context", "", "agent train", 3),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -383,6 +384,11 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
         assert len(learned) == 6 and all(t.overrides["agent.terminal"] == "runs/fidelity/observed-pointer"
                                          and t.overrides["agent.shared_sft"] for t in learned)
+    if name == "agent_context":  # agent_observed's A on the same tasks' transcripts without the observation
+        config, observed = configlib.load(experiment.config_spec), configlib.load("experiments/agent_observed.py")
+        assert not config.agent.observe_setup and config.data.train == "data/ablation/n384/train-*.jsonl"
+        assert (config.model.copy_head, config.data.seq_len, config.data.batch_size) == (
+            observed.model.copy_head, observed.data.seq_len, observed.data.batch_size)
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train
 
