@@ -13,8 +13,9 @@ NEWLINE, RESETS = 5, (3, 4)  # random_tokens makes about one token in five a new
 LINES = dict(line_embeddings=4, newline_id=NEWLINE, line_reset_ids=RESETS)  # 4: lines and columns past 3 share
 
 
-@pytest.fixture(scope="module", params=[{}, dict(smeared_keys=True), LINES, dict(copy_head=True)],
-                ids=["plain", "smeared_keys", "lines", "copy_head"])
+@pytest.fixture(scope="module", params=[{}, dict(smeared_keys=True), LINES, dict(copy_head=True),
+                                        dict(copy_head=True, copy_follow=True)],
+                ids=["plain", "smeared_keys", "lines", "copy_head", "copy_follow"])
 def model(request):
     config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, **request.param)
     return model_lib.Transformer(config, rngs=nnx.Rngs(0))
@@ -303,6 +304,29 @@ def test_copy_head_mixes_the_vocabulary_with_copies_of_what_followed_earlier_pos
                                                 segments)))
     vocabulary_only /= vocabulary_only.sum(-1, keepdims=True)
     np.testing.assert_allclose(probabilities[0, 5], vocabulary_only[0, 5], atol=1e-5)
+
+
+def test_copy_follow_goes_on_from_where_the_pointer_copied():
+    """a b c d a b c: with an even fresh lookup, position 4 (the second a) has no copy to follow
+    (nothing before a at 0); at 5, the weight 1/4 that 4 put on position 0 copied b, the token 5
+    holds, so following goes on to position 1 and copies c; at 6, from there, d. A follow share of
+    one (bias 60) makes it exact; a share of zero leaves the even lookup."""
+    config = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, copy_head=True, copy_follow=True)
+    model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
+    tokens = jnp.array([[10, 11, 12, 13, 10, 11, 12]])
+    model.copy_query_DxC[...] = jnp.zeros_like(model.copy_query_DxC[...])
+    model.copy_gate_bias_1[...] = jnp.full((1,), -60.0)
+    model.follow_bias_1[...] = jnp.full((1,), 60.0)
+    probabilities = np.exp(np.asarray(forward(model, tokens)))[0]
+    np.testing.assert_allclose(probabilities[4, [11, 12, 13, 10]], 0.25, atol=1e-6)
+    np.testing.assert_allclose(probabilities[5, 12], 1.0, atol=1e-6)
+    np.testing.assert_allclose(probabilities[6, 13], 1.0, atol=1e-6)
+    model.follow_bias_1[...] = jnp.full((1,), -60.0)
+    probabilities = np.exp(np.asarray(forward(model, tokens)))[0]
+    # 5 sees 0-4, whose next tokens are b c d a b.
+    np.testing.assert_allclose(probabilities[5, [11, 12, 13, 10]], [0.4, 0.2, 0.2, 0.2], atol=1e-6)
+    with pytest.raises(ValueError, match="copy_follow needs copy_head"):
+        model_lib.ModelConfig.from_mapping(CONFIG.__dict__, copy_follow=True)
 
 
 def test_copy_head_lets_one_layer_copy_a_repeated_sequence():

@@ -15,10 +15,10 @@ VOCAB = 48
 MARKERS = rollout.Markers(cmd_open=3, cmd_end=4, out_open=5, out_end=6, eoe=7, task=8, exit=9, cwd=10, vocab=40)
 
 
-def tiny_model(seed, n_kv_heads=1, smeared_keys=False, line_embeddings=0, copy_head=False):
+def tiny_model(seed, n_kv_heads=1, smeared_keys=False, line_embeddings=0, copy_head=False, copy_follow=False):
     config = model_lib.ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=n_kv_heads,
                                    d_ff=64, max_len=128, smeared_keys=smeared_keys, line_embeddings=line_embeddings,
-                                   copy_head=copy_head,
+                                   copy_head=copy_head, copy_follow=copy_follow,
                                    newline_id=11, line_reset_ids=tuple(range(3, 11)))  # markers reset lines
     return nnx.split(model_lib.Transformer(config, rngs=nnx.Rngs(seed)))
 
@@ -52,9 +52,10 @@ CONFIG = rollout.RolloutConfig(max_turns=3, max_command_tokens=5, max_output_tok
 @pytest.fixture(scope="module")
 def models():
     # The agent counts lines (its cache carries each row's line and column); the terminal has
-    # smeared keys (its cache also carries each layer's newest key) and a copy head (each slot's
-    # pointer key and token).
-    return (*tiny_model(1, line_embeddings=8), *tiny_model(2, n_kv_heads=2, smeared_keys=True, copy_head=True))
+    # smeared keys (its cache also carries each layer's newest key) and a copy head that follows its
+    # copies (each slot's pointer key, token and last pointer weight).
+    return (*tiny_model(1, line_embeddings=8),
+            *tiny_model(2, n_kv_heads=2, smeared_keys=True, copy_head=True, copy_follow=True))
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,8 @@ def test_optimizer_state_follows_parameter_shardings():
 @pytest.mark.parametrize("key_layout", ["head_dim_major", "slot_major"])
 def test_cache_shardings(key_layout):
     mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
-    smeared = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=True, **LINES)
+    smeared = model_lib.ModelConfig.from_mapping(CONFIG.__dict__, smeared_keys=True, copy_head=True, copy_follow=True,
+                                                 **LINES)
     cache = jax.eval_shape(lambda: model_lib.init_cache(smeared, 8, 16, key_layout=key_layout))
     specs = sharding.cache_shardings(cache, mesh)
     assert specs.key_layout == key_layout
@@ -110,3 +111,5 @@ def test_cache_shardings(key_layout):
     assert {values.spec for values in specs.values_BxKxSxH} == {P(("data", "fsdp"), "tensor", None, None)}
     assert {last.spec for last in specs.last_keys_BxKxH} == {P(("data", "fsdp"), "tensor", None)}
     assert specs.end_B.spec == specs.line_B.spec == specs.column_B.spec == P(("data", "fsdp"))
+    assert specs.tokens_BxS.spec == specs.pointer_BxS.spec == P(("data", "fsdp"), None)
+    assert specs.copy_keys_BxSxC.spec == P(("data", "fsdp"), None, None)

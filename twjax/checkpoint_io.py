@@ -196,10 +196,12 @@ def gained_params(config: ml_collections.ConfigDict, init_from: str | pathlib.Pa
     if workdir is None:
         raise FileNotFoundError(f"no config.json at or above {path}: is it a twjax train workdir?")
     theirs = read_config(workdir).model
-    if config.model.get("copy_head", False) != theirs.get("copy_head", False):
-        # A pointer gained or dropped changes what the model computes from the start: no warm start.
-        raise ValueError(f"model.copy_head is {config.model.get('copy_head', False)} here and "
-                         f"{theirs.get('copy_head', False)} in {workdir}: train.init_from needs the same")
+    for flag in ("copy_head", "copy_follow"):
+        if config.model.get(flag, False) != theirs.get(flag, False):
+            # A pointer (or its following) gained or dropped changes what the model computes from the
+            # start: no warm start.
+            raise ValueError(f"model.{flag} is {config.model.get(flag, False)} here and "
+                             f"{theirs.get(flag, False)} in {workdir}: train.init_from needs the same")
     if config.model.get("line_embeddings", 0) and not theirs.get("line_embeddings", 0):
         return GAINABLE_PARAMS
     return ()

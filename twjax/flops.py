@@ -26,6 +26,7 @@ def matmul_params(config: ModelConfig) -> int:
     d, f, n, k, h = config.d_model, config.d_ff, config.n_heads, config.n_kv_heads, config.head_dim
     per_layer = d * n * h + 2 * d * k * h + n * h * d + 3 * d * f
     copy_head = 2 * d * h + d + 1 if config.copy_head else 0  # its query, key and gate
+    copy_head += d + 2 if config.copy_follow else 0  # the follow gate, its bias and confidence
     return config.n_layers * per_layer + d * config.vocab_size + copy_head
 
 

@@ -77,6 +77,10 @@ class ModelConfig:
     # a learned mix of the softmax over the vocabulary and of copies of the token after each
     # earlier position, weighted by one attention head over the final hidden states.
     copy_head: bool = False
+    # The pointer follows its own copy (follow_pointer, copy_head only): where the previous step's
+    # pointer put weight on a position whose token was the one written, the next step may go on to
+    # the position after it, a learned share beside a fresh lookup.
+    copy_follow: bool = False
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -93,6 +97,8 @@ class ModelConfig:
         object.__setattr__(self, "line_reset_ids", tuple(int(i) for i in self.line_reset_ids))
         if self.line_embeddings < 0:
             raise ValueError(f"line_embeddings must be >= 0, got {self.line_embeddings}")
+        if self.copy_follow and not self.copy_head:
+            raise ValueError("copy_follow needs copy_head: it is the copy head's pointer that follows")
         if self.line_embeddings and not 0 <= self.newline_id < self.vocab_size:
             raise ValueError(f"line_embeddings needs the tokenizer's newline id, got newline_id {self.newline_id}")
 
@@ -323,6 +329,8 @@ class KVCache:
     # Copy head only (else None): each slot's pointer key and token.
     copy_keys_BxSxC: jax.Array | None = None
     tokens_BxS: jax.Array | None = None
+    # copy_follow only (else None): the newest token's pointer weights over the slots (float32).
+    pointer_BxS: jax.Array | None = None
     key_layout: str = struct.field(pytree_node=False, default="slot_major")
 
     @property
@@ -351,13 +359,42 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
         else (None, None)
     copy_keys, slot_tokens = ((jnp.zeros((batch, max_len, config.head_dim), cache_dtype),
                                jnp.zeros((batch, max_len), jnp.int32)) if config.copy_head else (None, None))
+    pointer = jnp.zeros((batch, max_len), jnp.float32) if config.copy_follow else None
     return KVCache(tuple(jnp.zeros(keys_shape, cache_dtype) for _ in range(config.n_layers)),
                    tuple(jnp.zeros(values_shape, cache_dtype) for _ in range(config.n_layers)),
-                   jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, copy_keys, slot_tokens, key_layout)
+                   jnp.zeros((batch,), jnp.int32), last_keys, line_B, column_B, copy_keys, slot_tokens, pointer,
+                   key_layout)
 
 
 # The copy head's per-slot arrays, resized and written back with the layers' keys and values.
-SLOT_ARRAYS = {"copy_keys_BxSxC": COPY_KEY_AXES, "tokens_BxS": SLOT_TOKEN_AXES}
+SLOT_ARRAYS = {"copy_keys_BxSxC": COPY_KEY_AXES, "tokens_BxS": SLOT_TOKEN_AXES, "pointer_BxS": SLOT_TOKEN_AXES}
+
+
+def follow_pointer(fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence, valid_BxT, pointer_BxS):
+    """The copy head's pointer weights when it may follow its own copies -> (weights_BxTxS, the last
+    valid step's weights_BxS, or `pointer_BxS` in a row with none).
+
+    Weight w_{t-1}(s - 1) copied the token at s. If that is the token t holds (matches_BxTxS[t, s],
+    visible positions only), step t may go on to s, which copies the token after it: follow_t(s) =
+    w_{t-1}(s - 1) · matches[t, s], normalised, takes the share sigmoid(follow_logit_t + confidence ·
+    log Σ_s follow_t(s)) of w_t, and the fresh lookup the rest (all of it where nothing matches).
+    Why: a pointer that matches content alone loses its place in a run of lines (a line start such
+    as a newline matches everywhere); following keeps it, as a reader's finger does. A scan over
+    t: w_t depends on w_{t-1}."""
+    def step(previous_BxS, inputs):
+        fresh_BxS, matches_BxS, follow_logit_B, valid_B = inputs
+        follow_BxS = jnp.pad(previous_BxS[:, :-1], ((0, 0), (1, 0))) * matches_BxS
+        mass_Bx1 = follow_BxS.sum(axis=-1, keepdims=True)
+        some_Bx1 = mass_Bx1 > 1e-20
+        safe_mass_Bx1 = jnp.where(some_Bx1, mass_Bx1, 1.0)
+        share_Bx1 = jnp.where(some_Bx1, jax.nn.sigmoid(follow_logit_B[:, None] + confidence * jnp.log(safe_mass_Bx1)), 0.0)
+        weights_BxS = (1.0 - share_Bx1) * fresh_BxS + share_Bx1 * follow_BxS / safe_mass_Bx1
+        return jnp.where(valid_B[:, None], weights_BxS, previous_BxS), weights_BxS
+
+    time_major = (jnp.moveaxis(fresh_BxTxS, 1, 0), jnp.moveaxis(matches_BxTxS, 1, 0).astype(jnp.float32),
+                  follow_logit_BxT.T, valid_BxT.T)
+    last_BxS, weights_TxBxS = jax.lax.scan(step, pointer_BxS, time_major)
+    return jnp.moveaxis(weights_TxBxS, 0, 1), last_BxS
 
 
 def resize_cache(cache: KVCache, max_len: int) -> KVCache:
@@ -408,6 +445,11 @@ class Transformer(nnx.Module):
             # Zero: each next token starts as an even mix of the vocabulary's and the pointer's.
             self.copy_gate_D = param(rngs, (d,), ("norm",), 0.0)
             self.copy_gate_bias_1 = param(rngs, (1,), ("norm",), 0.0)
+        if config.copy_follow:
+            # Zero: where the previous copy matches, following and a fresh lookup start even.
+            self.follow_gate_D = param(rngs, (config.d_model,), ("norm",), 0.0)
+            self.follow_bias_1 = param(rngs, (1,), ("norm",), 0.0)
+            self.follow_confidence_1 = param(rngs, (1,), ("norm",), 0.0)
 
     def embed(self, tokens_BxT: jax.Array, lines=None) -> jax.Array:
         """`lines`: (line_BxT, column_BxT) from line_columns, with line embeddings only."""
@@ -427,7 +469,8 @@ class Transformer(nnx.Module):
 
     def logits(self, x_BxTxD: jax.Array, pointer=None) -> jax.Array:
         """float32 next-token logits. With the copy head, `pointer(copy_keys_BxTxC)` -> (keys_BxSxC,
-        next_tokens_BxS, bias_BxTxS) says what the pointer attends to, and the logits are the
+        next_tokens_BxS, bias_BxTxS, follow) says what the pointer attends to (`follow(fresh_BxTxS,
+        follow_logit_BxT, confidence)` -> its weights, with copy_follow), and the logits are the
         mixture's log-probabilities (copy_mixture)."""
         b, t, d = x_BxTxD.shape
         h_BxTxD = self.final_norm(x_BxTxD)
@@ -439,7 +482,7 @@ class Transformer(nnx.Module):
         copy_keys_BxTxC = h_BxTxD @ self.copy_key_DxC[...].astype(h_BxTxD.dtype)
         return self.copy_mixture(h_BxTxD, logits_BxTxV, *pointer(copy_keys_BxTxC))
 
-    def copy_mixture(self, h_BxTxD, logits_BxTxV, keys_BxSxC, next_tokens_BxS, bias_BxTxS) -> jax.Array:
+    def copy_mixture(self, h_BxTxD, logits_BxTxV, keys_BxSxC, next_tokens_BxS, bias_BxTxS, follow) -> jax.Array:
         """log(p_vocab * softmax(logits) + (1 - p_vocab) * copy), copy putting each visible
         position's pointer weight on the token that followed it (a pointer-generator, See et al.
         2017, over a decoder's own context).
@@ -455,6 +498,9 @@ class Transformer(nnx.Module):
                                   preferred_element_type=jnp.float32) * c ** -0.5 + bias_BxTxS
         sees_any_BxTx1 = jnp.any(bias_BxTxS == 0, axis=-1, keepdims=True)
         weights_BxTxS = jax.nn.softmax(scores_BxTxS, axis=-1)
+        if self.config.copy_follow:
+            follow_logit_BxT = h_BxTxD.astype(jnp.float32) @ self.follow_gate_D[...] + self.follow_bias_1[...]
+            weights_BxTxS = follow(weights_BxTxS, follow_logit_BxT, self.follow_confidence_1[0])
         copy_BxTxV = jnp.zeros(logits_BxTxV.shape, jnp.float32).at[
             jnp.arange(b)[:, None, None], jnp.arange(t)[None, :, None], next_tokens_BxS[:, None, :]].add(weights_BxTxS)
         gate_BxTx1 = (h_BxTxD.astype(jnp.float32) @ self.copy_gate_D[...])[..., None] + self.copy_gate_bias_1[...]
@@ -512,7 +558,12 @@ class Transformer(nnx.Module):
             # Position s points at the token after it; a query sees the earlier positions of its segment.
             next_tokens_BxT = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, 1)))
             strictly_before_BxTxT = mask_BxTxT & ~jnp.eye(t, dtype=bool)[None]
-            return copy_keys_BxTxC, next_tokens_BxT, jnp.where(strictly_before_BxTxT, 0.0, NEG_INF)
+
+            def follow(fresh_BxTxS, follow_logit_BxT, confidence):
+                matches_BxTxT = strictly_before_BxTxT & (tokens_BxT[:, None, :] == tokens_BxT[:, :, None])
+                return follow_pointer(fresh_BxTxS, matches_BxTxT, follow_logit_BxT, confidence,
+                                      jnp.ones((b, t), bool), jnp.zeros((b, t), jnp.float32))[0]
+            return copy_keys_BxTxC, next_tokens_BxT, jnp.where(strictly_before_BxTxT, 0.0, NEG_INF), follow
         return self.logits(x, pointer)
 
     def forward_cached(self, tokens_BxT: jax.Array, valid_BxT: jax.Array, cache: KVCache):
@@ -564,7 +615,7 @@ class Transformer(nnx.Module):
                 values[layer] = write(values[layer], v_BxKxTxH, VALUE_CACHE_AXES)
                 return block.attn.attend(q, keys[layer], values[layer], bias_BxTxS, key_layout=cache.key_layout)
             x = block(x, positions_BxT, attend, previous)
-        copy_keys, slot_tokens = cache.copy_keys_BxSxC, cache.tokens_BxS
+        copy_keys, slot_tokens, pointer_BxS = cache.copy_keys_BxSxC, cache.tokens_BxS, cache.pointer_BxS
 
         def pointer(copy_keys_BxTxC):
             nonlocal copy_keys, slot_tokens
@@ -572,11 +623,19 @@ class Transformer(nnx.Module):
             slot_tokens = slot_tokens.at[rows_Bx1, write_slot_BxT].set(tokens_BxT, mode="drop")
             # Slot s points at the token of slot s + 1, written by the time a query sees slot s.
             strictly_before_BxTxS = jnp.arange(slots)[None, None, :] < positions_BxT[:, :, None]
-            return copy_keys, jnp.pad(slot_tokens[:, 1:], ((0, 0), (0, 1))), jnp.where(strictly_before_BxTxS, 0.0, NEG_INF)
+
+            def follow(fresh_BxTxS, follow_logit_BxT, confidence):
+                nonlocal pointer_BxS
+                matches_BxTxS = strictly_before_BxTxS & (slot_tokens[:, None, :] == tokens_BxT[:, :, None])
+                weights_BxTxS, pointer_BxS = follow_pointer(fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence,
+                                                            valid_BxT, pointer_BxS)
+                return weights_BxTxS
+            return (copy_keys, jnp.pad(slot_tokens[:, 1:], ((0, 0), (0, 1))),
+                    jnp.where(strictly_before_BxTxS, 0.0, NEG_INF), follow)
         logits = self.logits(x, pointer)
         end_B = jnp.minimum(cache.end_B + count_B, slots)
         return logits, KVCache(tuple(keys), tuple(values), end_B, tuple(last_keys), line_B, column_B, copy_keys,
-                               slot_tokens, cache.key_layout)
+                               slot_tokens, pointer_BxS, cache.key_layout)
 
 
 def param_count(state) -> int:
