@@ -347,7 +347,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("agent_copy", "", "agent train", 21), ("verifier_terminal", "", "agent train", 27),
     ("agent_pointer", "", "agent train", 21),
     ("agent_observed", "", "agent train", 9),
-    ("agent_context", "", "agent train", 3),
+    ("agent_context", "", "agent train", 6),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -389,6 +389,7 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert not config.agent.observe_setup and config.data.train == "data/ablation/n384/train-*.jsonl"
         assert (config.model.copy_head, config.data.seq_len, config.data.batch_size) == (
             observed.model.copy_head, observed.data.seq_len, observed.data.batch_size)
+        assert sorted(t.overrides.get("data.batch_size", 8) for t in experiment.trials) == [4] * 3 + [8] * 3
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train
 
