@@ -380,10 +380,12 @@ def follow_pointer(fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence, val
     log Σ_s follow_t(s)) of w_t, and the fresh lookup the rest (all of it where nothing matches).
     Why: a pointer that matches content alone loses its place in a run of lines (a line start such
     as a newline matches everywhere); following keeps it, as a reader's finger does. A scan over
-    t: w_t depends on w_{t-1}."""
+    t: w_t depends on w_{t-1}. No gradient flows back through w_{t-1}: through the normalisation it
+    grows as 1 / Σ follow², and with it a 1,500-step terminal run went to NaN at step ~1,485
+    (README); each step's fresh lookup and share still learn from their own step's loss."""
     def step(previous_BxS, inputs):
         fresh_BxS, matches_BxS, follow_logit_B, valid_B = inputs
-        follow_BxS = jnp.pad(previous_BxS[:, :-1], ((0, 0), (1, 0))) * matches_BxS
+        follow_BxS = jnp.pad(jax.lax.stop_gradient(previous_BxS)[:, :-1], ((0, 0), (1, 0))) * matches_BxS
         mass_Bx1 = follow_BxS.sum(axis=-1, keepdims=True)
         some_Bx1 = mass_Bx1 > 1e-20
         safe_mass_Bx1 = jnp.where(some_Bx1, mass_Bx1, 1.0)
