@@ -375,19 +375,28 @@ def test_copy_head_lets_one_layer_copy_a_repeated_sequence():
 
 
 def test_follow_pointer_gradient_stays_finite_when_the_followed_weight_is_tiny():
-    """The weight followed at step 1 is 3e-20 (above the 1e-20 floor): normalising it is exact
-    forward, and its gradient through the normalisation (1 / mass², past float32's range) is cut."""
-    fresh_BxTxS = jnp.array([[[3e-20, 1.0, 0.0], [0.5, 0.25, 0.25]]])
+    """The weight followed at step 1 is 3e-20 (above the 1e-20 floor): normalising it in log space
+    is exact, and its gradient stays finite (in linear space, 1 / mass² overflowed float32)."""
+    log_fresh_BxTxS = jnp.log(jnp.array([[[3e-20, 1.0, 1e-38], [0.5, 0.25, 0.25]]]))
     matches_BxTxS = jnp.array([[[False, False, False], [False, True, False]]])
 
-    def loss(fresh_BxTxS, follow_logit_BxT):
-        weights_BxTxS, _ = model_lib.follow_pointer(fresh_BxTxS, matches_BxTxS, follow_logit_BxT, 0.0,
+    def loss(log_fresh_BxTxS, follow_logit_BxT):
+        weights_BxTxS, _ = model_lib.follow_pointer(log_fresh_BxTxS, matches_BxTxS, follow_logit_BxT, 0.0,
                                                     jnp.ones((1, 2), bool), jnp.zeros((1, 3)))
         return -jnp.log(weights_BxTxS[0, 1, 1])
 
-    grads = jax.grad(loss, argnums=(0, 1))(fresh_BxTxS, jnp.zeros((1, 2)))
+    grads = jax.grad(loss, argnums=(0, 1))(log_fresh_BxTxS, jnp.zeros((1, 2)))
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
-    weights_BxTxS, last_BxS = model_lib.follow_pointer(fresh_BxTxS, matches_BxTxS, jnp.zeros((1, 2)), 0.0,
+    # Step 1's loss reaches step 0's lookup: with confidence 1 the share of following is
+    # sigmoid(log w_0(0)) = 1/3 for w_0(0) = 0.5, and d loss / d log w_0(0) = -1/3.
+    def loss_at_half(log_fresh_BxTxS):
+        weights_BxTxS, _ = model_lib.follow_pointer(log_fresh_BxTxS, matches_BxTxS, jnp.zeros((1, 2)), 1.0,
+                                                    jnp.ones((1, 2), bool), jnp.zeros((1, 3)))
+        return -jnp.log(weights_BxTxS[0, 1, 1])
+
+    half_BxTxS = jnp.log(jnp.array([[[0.5, 0.5, 1e-38], [0.5, 0.25, 0.25]]]))
+    np.testing.assert_allclose(jax.grad(loss_at_half)(half_BxTxS)[0, 0, 0], -1 / 3, rtol=1e-5)
+    weights_BxTxS, last_BxS = model_lib.follow_pointer(log_fresh_BxTxS, matches_BxTxS, jnp.zeros((1, 2)), 0.0,
                                                        jnp.ones((1, 2), bool), jnp.zeros((1, 3)))
-    np.testing.assert_allclose(weights_BxTxS[0, 1], [0.25, 0.625, 0.125], rtol=1e-6)  # half fresh, half followed
+    np.testing.assert_allclose(weights_BxTxS[0, 1], [0.25, 0.625, 0.125], rtol=1e-5)  # half fresh, half followed
     np.testing.assert_allclose(last_BxS, weights_BxTxS[:, 1])

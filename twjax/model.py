@@ -31,6 +31,7 @@ does its weight matmuls as [B, D] x [D, F] (compute-bound). The cache dtype defa
 compute dtype; `init_cache(..., dtype="bfloat16")` halves its memory on any backend.
 """
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -370,33 +371,37 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | None 
 SLOT_ARRAYS = {"copy_keys_BxSxC": COPY_KEY_AXES, "tokens_BxS": SLOT_TOKEN_AXES, "pointer_BxS": SLOT_TOKEN_AXES}
 
 
-def follow_pointer(fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence, valid_BxT, pointer_BxS):
-    """The copy head's pointer weights when it may follow its own copies -> (weights_BxTxS, the last
-    valid step's weights_BxS, or `pointer_BxS` in a row with none).
+def follow_pointer(log_fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence, valid_BxT, pointer_BxS):
+    """The copy head's pointer weights when it may follow its own copies, from the fresh lookup's
+    log-weights -> (weights_BxTxS, the last valid step's weights_BxS, or `pointer_BxS` in a row with
+    none).
 
     Weight w_{t-1}(s - 1) copied the token at s. If that is the token t holds (matches_BxTxS[t, s],
     visible positions only), step t may go on to s, which copies the token after it: follow_t(s) =
     w_{t-1}(s - 1) · matches[t, s], normalised, takes the share sigmoid(follow_logit_t + confidence ·
-    log Σ_s follow_t(s)) of w_t, and the fresh lookup the rest (all of it where nothing matches).
-    Why: a pointer that matches content alone loses its place in a run of lines (a line start such
-    as a newline matches everywhere); following keeps it, as a reader's finger does. A scan over
-    t: w_t depends on w_{t-1}. No gradient flows back through w_{t-1}: through the normalisation it
-    grows as 1 / Σ follow², and with it a 1,500-step terminal run went to NaN at step ~1,485
-    (README); each step's fresh lookup and share still learn from their own step's loss."""
-    def step(previous_BxS, inputs):
-        fresh_BxS, matches_BxS, follow_logit_B, valid_B = inputs
-        follow_BxS = jnp.pad(jax.lax.stop_gradient(previous_BxS)[:, :-1], ((0, 0), (1, 0))) * matches_BxS
-        mass_Bx1 = follow_BxS.sum(axis=-1, keepdims=True)
-        some_Bx1 = mass_Bx1 > 1e-20
-        safe_mass_Bx1 = jnp.where(some_Bx1, mass_Bx1, 1.0)
-        share_Bx1 = jnp.where(some_Bx1, jax.nn.sigmoid(follow_logit_B[:, None] + confidence * jnp.log(safe_mass_Bx1)), 0.0)
-        weights_BxS = (1.0 - share_Bx1) * fresh_BxS + share_Bx1 * follow_BxS / safe_mass_Bx1
-        return jnp.where(valid_B[:, None], weights_BxS, previous_BxS), weights_BxS
+    log Σ_s follow_t(s)) of w_t, and the fresh lookup the rest (all of it where less than 1e-20
+    matches). Why: a pointer that matches content alone loses its place in a run of lines (a line
+    start such as a newline matches everywhere); following keeps it, as a reader's finger does. A
+    scan over t, in log space: w_t depends on w_{t-1}, and the normalisation's gradient, 1 / Σ
+    follow² in linear space, overflowed float32 (a 1,500-step terminal run went to NaN at step
+    ~1,485, README); cut instead, it left that run's loss behind the copy head's."""
+    def step(log_previous_BxS, inputs):
+        log_fresh_BxS, matches_BxS, follow_logit_B, valid_B = inputs
+        log_follow_BxS = jnp.where(matches_BxS, jnp.pad(log_previous_BxS[:, :-1], ((0, 0), (1, 0)),
+                                                        constant_values=NEG_INF), NEG_INF)
+        log_mass_Bx1 = jax.nn.logsumexp(log_follow_BxS, axis=-1, keepdims=True)
+        some_Bx1 = log_mass_Bx1 > math.log(1e-20)
+        share_logit_Bx1 = follow_logit_B[:, None] + confidence * jnp.where(some_Bx1, log_mass_Bx1, 0.0)
+        log_weights_BxS = jnp.where(some_Bx1, jnp.logaddexp(jax.nn.log_sigmoid(-share_logit_Bx1) + log_fresh_BxS,
+                                                            jax.nn.log_sigmoid(share_logit_Bx1)
+                                                            + log_follow_BxS - log_mass_Bx1), log_fresh_BxS)
+        return jnp.where(valid_B[:, None], log_weights_BxS, log_previous_BxS), log_weights_BxS
 
-    time_major = (jnp.moveaxis(fresh_BxTxS, 1, 0), jnp.moveaxis(matches_BxTxS, 1, 0).astype(jnp.float32),
-                  follow_logit_BxT.T, valid_BxT.T)
-    last_BxS, weights_TxBxS = jax.lax.scan(step, pointer_BxS, time_major)
-    return jnp.moveaxis(weights_TxBxS, 0, 1), last_BxS
+    time_major = (jnp.moveaxis(log_fresh_BxTxS, 1, 0), jnp.moveaxis(matches_BxTxS, 1, 0), follow_logit_BxT.T,
+                  valid_BxT.T)
+    log_pointer_BxS = jnp.where(pointer_BxS > 0, jnp.log(jnp.where(pointer_BxS > 0, pointer_BxS, 1.0)), NEG_INF)
+    log_last_BxS, log_weights_TxBxS = jax.lax.scan(step, log_pointer_BxS, time_major)
+    return jnp.exp(jnp.moveaxis(log_weights_TxBxS, 0, 1)), jnp.exp(log_last_BxS)
 
 
 def resize_cache(cache: KVCache, max_len: int) -> KVCache:
@@ -471,7 +476,7 @@ class Transformer(nnx.Module):
 
     def logits(self, x_BxTxD: jax.Array, pointer=None) -> jax.Array:
         """float32 next-token logits. With the copy head, `pointer(copy_keys_BxTxC)` -> (keys_BxSxC,
-        next_tokens_BxS, bias_BxTxS, follow) says what the pointer attends to (`follow(fresh_BxTxS,
+        next_tokens_BxS, bias_BxTxS, follow) says what the pointer attends to (`follow(log_fresh_BxTxS,
         follow_logit_BxT, confidence)` -> its weights, with copy_follow), and the logits are the
         mixture's log-probabilities (copy_mixture)."""
         b, t, d = x_BxTxD.shape
@@ -499,10 +504,12 @@ class Transformer(nnx.Module):
         scores_BxTxS = jnp.einsum("btc,bsc->bts", queries_BxTxC, keys_BxSxC.astype(h_BxTxD.dtype),
                                   preferred_element_type=jnp.float32) * c ** -0.5 + bias_BxTxS
         sees_any_BxTx1 = jnp.any(bias_BxTxS == 0, axis=-1, keepdims=True)
-        weights_BxTxS = jax.nn.softmax(scores_BxTxS, axis=-1)
         if self.config.copy_follow:
             follow_logit_BxT = h_BxTxD.astype(jnp.float32) @ self.follow_gate_D[...] + self.follow_bias_1[...]
-            weights_BxTxS = follow(weights_BxTxS, follow_logit_BxT, self.follow_confidence_1[0])
+            weights_BxTxS = follow(jax.nn.log_softmax(scores_BxTxS, axis=-1), follow_logit_BxT,
+                                   self.follow_confidence_1[0])
+        else:
+            weights_BxTxS = jax.nn.softmax(scores_BxTxS, axis=-1)
         copy_BxTxV = jnp.zeros(logits_BxTxV.shape, jnp.float32).at[
             jnp.arange(b)[:, None, None], jnp.arange(t)[None, :, None], next_tokens_BxS[:, None, :]].add(weights_BxTxS)
         gate_BxTx1 = (h_BxTxD.astype(jnp.float32) @ self.copy_gate_D[...])[..., None] + self.copy_gate_bias_1[...]
@@ -561,9 +568,9 @@ class Transformer(nnx.Module):
             next_tokens_BxT = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, 1)))
             strictly_before_BxTxT = mask_BxTxT & ~jnp.eye(t, dtype=bool)[None]
 
-            def follow(fresh_BxTxS, follow_logit_BxT, confidence):
+            def follow(log_fresh_BxTxS, follow_logit_BxT, confidence):
                 matches_BxTxT = strictly_before_BxTxT & (tokens_BxT[:, None, :] == tokens_BxT[:, :, None])
-                return follow_pointer(fresh_BxTxS, matches_BxTxT, follow_logit_BxT, confidence,
+                return follow_pointer(log_fresh_BxTxS, matches_BxTxT, follow_logit_BxT, confidence,
                                       jnp.ones((b, t), bool), jnp.zeros((b, t), jnp.float32))[0]
             return copy_keys_BxTxC, next_tokens_BxT, jnp.where(strictly_before_BxTxT, 0.0, NEG_INF), follow
         return self.logits(x, pointer)
@@ -626,10 +633,10 @@ class Transformer(nnx.Module):
             # Slot s points at the token of slot s + 1, written by the time a query sees slot s.
             strictly_before_BxTxS = jnp.arange(slots)[None, None, :] < positions_BxT[:, :, None]
 
-            def follow(fresh_BxTxS, follow_logit_BxT, confidence):
+            def follow(log_fresh_BxTxS, follow_logit_BxT, confidence):
                 nonlocal pointer_BxS
                 matches_BxTxS = strictly_before_BxTxS & (slot_tokens[:, None, :] == tokens_BxT[:, :, None])
-                weights_BxTxS, pointer_BxS = follow_pointer(fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence,
+                weights_BxTxS, pointer_BxS = follow_pointer(log_fresh_BxTxS, matches_BxTxS, follow_logit_BxT, confidence,
                                                             valid_BxT, pointer_BxS)
                 return weights_BxTxS
             return (copy_keys, jnp.pad(slot_tokens[:, 1:], ((0, 0), (0, 1))),
