@@ -348,6 +348,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("agent_pointer", "", "agent train", 21),
     ("agent_observed", "", "agent train", 9),
     ("agent_context", "", "agent train", 6),
+    ("agent_context_imagined", "", "agent train", 9),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -390,6 +391,22 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert (config.model.copy_head, config.data.seq_len, config.data.batch_size) == (
             observed.model.copy_head, observed.data.seq_len, observed.data.batch_size)
         assert sorted(t.overrides.get("data.batch_size", 8) for t in experiment.trials) == [4] * 3 + [8] * 3
+    if name == "agent_context_imagined":  # C and RL branch off agent_context's A of their seed (batch 8)
+        from twjax import agent_train
+
+        def a_runs(experiment):  # (regime, seed) -> the A run the trial trains or branches off
+            return {(t.overrides.get("agent.regime", "A"), t.overrides["train.seed"]): agent_train.a_run_key(
+                agent_train.with_agent_defaults(configlib.load(experiment.config_spec,
+                                                               [f"{k}={v}" for k, v in t.overrides.items()])))
+                for t in experiment.trials if t.overrides.get("data.batch_size", 8) == 8}
+        context = a_runs(sweep.load_experiment("experiments/agent_context.py"))
+        here = a_runs(experiment)
+        assert set(here) == {(regime, seed) for regime in ("A", "C", "RL") for seed in (0, 1, 2)}
+        assert all(key == context[("A", seed)] for (regime, seed), key in here.items())
+        assert len(set(context.values())) == 3
+        learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
+        assert all(t.overrides["agent.terminal"] == "runs/fidelity/pointer-n384" for t in learned)
+        assert all(t.overrides["agent.shared_sft"] for t in experiment.trials)
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train
 

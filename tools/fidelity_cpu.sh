@@ -76,6 +76,9 @@
 # validation loss was still falling at step 1,500.
 # observed-follow-n384 is observed-pointer-n384 with a pointer that follows its own copies
 # (model.copy_follow): where its last copy was the token written, it may go on to the next position.
+# pointer-n384 is observed-pointer-n384 on the recorded transcripts (the ablation's 384 per family,
+# seed 7, as tools/ablation_cpu.sh collects them), evaluated on recorded's test episodes: the
+# learned terminal of experiments/agent_context_imagined.py, whose agents' sessions hold no observation.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -95,7 +98,7 @@
 #                              [observed-pointer] [observed-select-session-pointer]
 #                              [observed-select-session-pointer-seed1] [observed-select-session-scratch]
 #                              [observed-pointer-seed1] [observed-pointer-n384]
-#                              [observed-pointer-n384-long] [observed-follow-n384]
+#                              [observed-pointer-n384-long] [observed-follow-n384] [pointer-n384]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -111,11 +114,14 @@ RUNS="$*"
 selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 
 collect "$data/n96"
-if [ "$RUNS" != recorded ]; then
+if [ "$RUNS" != recorded ] && [ "$RUNS" != pointer-n384 ]; then
   collect data/observed/n96 --config.observe_setup=True
 fi
 if selected observed-pointer-n384 || selected observed-pointer-n384-long || selected observed-follow-n384; then
   collect data/observed/n384 --config.observe_setup=True --config.episodes.train=384 --config.seed=7
+fi
+if selected pointer-n384; then
+  collect "$data/n384" --config.episodes.train=384 --config.seed=7
 fi
 if selected observed-listing-session-lines || selected observed-listing-select-session; then
   collect data/observed-listing/n96 --config.observe_setup=True --config.observe_layout=listing_first
@@ -294,6 +300,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-pointer-n384:data/observed/n384,data/observed/n96:$pointer" \
            "observed-pointer-n384-long:data/observed/n384,data/observed/n96:$pointer --config.train.steps=3000" \
            "observed-follow-n384:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True" \
+           "pointer-n384:$data/n384,$data/n96:$pointer" \
            "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
            "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-scratch:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_scratch"; do

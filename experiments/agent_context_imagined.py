@@ -1,0 +1,37 @@
+"""C and RL off the best A yet, in a learned terminal that reads the same sessions, 3 seeds each:
+
+  regime=A       experiments/agent_context.py's copy-head A: 1,024-token windows, 8 a batch, 500
+                 updates on data/ablation/n384, sessions opening with the task alone (0.569 of the
+                 real in-distribution tasks greedy, README); one run a seed, shared (agent.shared_sft)
+  regime=C / RL  branched off it, inside runs/fidelity/pointer-n384: the copy-head terminal with a
+                 1,024-token context trained on the same collection (tools/fidelity_cpu.sh pointer-n384)
+
+agent_observed's C and RL stayed at or under their A (0.127), whose sessions opened with an
+observation of the task's files; here neither model sees one, and the A passes four times as often,
+so C's rounds and RL's groups hold more real successes to learn from.
+`bash tools/fidelity_cpu.sh pointer-n384` makes the data and the terminal (~45 min on 2 cores with
+its evaluation); then `twjax sweep experiments/agent_context_imagined.py --launcher local --exproot runs/sweeps`.
+"""
+import pathlib
+
+from twjax import configlib
+
+AGENT_CONTEXT = pathlib.Path(__file__).resolve().parent / "agent_context.py"
+TERMINAL = "runs/fidelity/pointer-n384"
+SEEDS = [0, 1, 2]
+
+
+def get_config(arg=None):
+    return configlib.load(str(AGENT_CONTEXT))
+
+
+def get_sweep(arg=None):
+    """Seed by seed, so that a grid stopped early holds every arm equally often."""
+    points = []
+    shared = {"agent.shared_sft": "../shared-sft"}
+    for seed in SEEDS:
+        seeds = {"train.seed": seed, "data.seed": seed}
+        points.append({**shared, **seeds})
+        points.append({"agent.regime": "C", "agent.terminal": TERMINAL, **shared, **seeds})
+        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, "agent.terminal": TERMINAL, **shared, **seeds})
+    return points
