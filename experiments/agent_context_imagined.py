@@ -17,8 +17,8 @@ import pathlib
 from twjax import configlib
 
 AGENT_CONTEXT = pathlib.Path(__file__).resolve().parent / "agent_context.py"
+AGENT_OBSERVED = pathlib.Path(__file__).resolve().parent / "agent_observed.py"
 TERMINAL = "runs/fidelity/pointer-n384"
-SEEDS = [0, 1, 2]
 
 
 def get_config(arg=None):
@@ -26,12 +26,6 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    """Seed by seed, so that a grid stopped early holds every arm equally often."""
-    points = []
-    shared = {"agent.shared_sft": "../shared-sft"}
-    for seed in SEEDS:
-        seeds = {"train.seed": seed, "data.seed": seed}
-        points.append({**shared, **seeds})
-        points.append({"agent.regime": "C", "agent.terminal": TERMINAL, **shared, **seeds})
-        points.append({"agent.regime": "RL", "agent.lambda_env": 0.1, "agent.terminal": TERMINAL, **shared, **seeds})
-    return points
+    """agent_observed's grid (seed by seed: A, then C and RL off it), in this terminal."""
+    return [{**point, "agent.terminal": TERMINAL} if "agent.terminal" in point else point
+            for point in configlib.load_module(str(AGENT_OBSERVED)).get_sweep()]
