@@ -348,7 +348,7 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
     ("agent_pointer", "", "agent train", 21),
     ("agent_observed", "", "agent train", 9),
     ("agent_context", "", "agent train", 6),
-    ("agent_context_imagined", "", "agent train", 9),
+    ("agent_context_imagined", "", "agent train", 15),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -404,8 +404,10 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert set(here) == {(regime, seed) for regime in ("A", "C", "RL") for seed in (0, 1, 2)}
         assert all(key == context[("A", seed)] for (regime, seed), key in here.items())
         assert len(set(context.values())) == 3
-        learned = [t for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")]
-        assert all(t.overrides["agent.terminal"] == "runs/fidelity/pointer-n384" for t in learned)
+        learned = {(t.overrides["agent.regime"], t.overrides["train.seed"], t.overrides["agent.terminal"])
+                   for t in experiment.trials if t.overrides.get("agent.regime") in ("C", "RL")}
+        assert learned == {(regime, seed, f"runs/fidelity/{terminal}") for regime in ("C", "RL") for seed in (0, 1, 2)
+                           for terminal in ("pointer-n384", "pointer-n384-agent")}
         assert all(t.overrides["agent.shared_sft"] for t in experiment.trials)
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         from twjax import agent_train

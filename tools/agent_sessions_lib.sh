@@ -25,14 +25,14 @@ pathlib.Path(f"{out}.tmp").rename(out)
 PY
 }
 
-# finetune NAME TRAIN INIT_FROM: 400 steps (peak learning rate 1e-3) of the 1,024-token tiny preset
-# into runs/fidelity/NAME.
+# finetune NAME TRAIN INIT_FROM [FLAGS...]: 400 steps (peak learning rate 1e-3) of the 1,024-token tiny
+# preset into runs/fidelity/NAME (FLAGS: the model's own, e.g. its copy head, which init_from checks).
 finetune() {
   "${twjax[@]}" train --config configs/terminal.py:tiny --workdir "runs/fidelity/$1" \
     "--config.data.train=$2" "--config.data.valid=$data/n96/valid-*.jsonl" \
     "--config.data.tokenizer=$data/tokenizer.model" --config.train.steps=400 --config.optim.warmup_steps=20 --config.optim.lr=1e-3 \
     --config.data.seq_len=1024 --config.model.max_len=1024 --config.data.batch_size=4 \
-    "--config.train.init_from=$3"
+    "--config.train.init_from=$3" "${@:4}"
 }
 
 # evaluate WORKDIR NAME EPISODES [FLAGS]: teacher-forced report in WORKDIR/NAME, unless there is one.

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Teaching the copy-head terminal of experiments/agent_context_imagined.py (runs/fidelity/pointer-n384)
+# the agents' sessions: inside it, C's imagined sessions of that experiment's A (0.6 of real tasks)
+# mostly fail, as the terminal answers the agent's first command on a file the task names with
+# "No such file or directory" (it never saw the state the setup made). The experiment's shared A
+# runs of the seeds given roll out 512 sessions each on fresh training-family tasks inside it
+# (temperature 0.6, 4 turns, 1,024 tokens, as C and RL sample), each replayed in a real sandbox
+# (--replay-out: the real outputs) and closed by the real verifier's verdict (--judged-out: the
+# imagined turns as context, only the verdict a target); 64 sessions of other tasks each for the test.
+# pointer-n384-agent is the terminal fine-tuned 400 steps on its own transcripts plus both. Both
+# terminals are scored teacher-forced on the replayed test sessions (outputs and verdicts) and on
+# the judged ones (verdicts on imagined sessions). ~10 min of rollouts per agent, ~5 min of
+# training and ~5 min of evaluation on 2 cores; re-running skips what is done.
+#   bash tools/context_sessions_cpu.sh SEED...     (the A runs' train.seed, e.g. 0 1 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/agent_sessions_lib.sh
+limits+=(--cache-len 1024)  # the last --cache-len counts: these agents and the terminal read 1,024 tokens
+sessions=data/context_sessions
+mkdir -p "$sessions"
+for agent in runs/sweeps/agent_context_imagined/shared-sft/a-*; do
+  seed=$(.venv/bin/python -c "import json; print(json.load(open('$agent/config.json'))['train']['seed'])")
+  [[ " $* " == *" $seed "* ]] || continue
+  # Task seeds: --seed S draws S * 1,000,003 + i, apart from the agents' training and eval tasks.
+  for split in train:$((seed + 1)):512 test:4:64; do
+    IFS=: read -r name task_seed count <<< "$split"
+    out=$sessions/judged-$name-a$seed.jsonl
+    if [ ! -e "$out" ]; then
+      "${twjax[@]}" rollout --agent "$agent" --terminal runs/fidelity/pointer-n384 --count "$count" --seed "$task_seed" \
+        "${limits[@]}" --out "$sessions/imagined-$name-a$seed.jsonl" --replay-out "$sessions/replay-$name-a$seed.jsonl" \
+        --judged-out "$out.tmp"
+      mv "$out.tmp" "$out"
+    fi
+  done
+done
+pointer=(--config.model.copy_head=True --config.model.smeared_keys=True)
+finetune pointer-n384-agent "$data/n384/train-*.jsonl,$sessions/replay-train-*.jsonl,$sessions/judged-train-*.jsonl" \
+  runs/fidelity/pointer-n384 "${pointer[@]}"
+for name in pointer-n384 pointer-n384-agent; do
+  evaluate "runs/fidelity/$name" eval-context-replayed "$sessions/replay-test-*.jsonl"
+  evaluate "runs/fidelity/$name" eval-context-judged "$sessions/judged-test-*.jsonl"
+done
