@@ -10,9 +10,11 @@
 
 agent_observed's C and RL stayed at or under their A (0.127), whose sessions opened with an
 observation of the task's files; here neither model sees one, and the A passes four times as often,
-so C's rounds and RL's groups hold more real successes to learn from.
-`bash tools/fidelity_cpu.sh pointer-n384` makes the data and the terminal (~25 min on 2 cores with
-its evaluation); `twjax sweep experiments/agent_context_imagined.py --launcher local --exproot runs/sweeps
+so C's rounds and RL's groups hold more real successes to learn from. On 2026-12-06 (README) C and
+RL stayed within A's spread in both terminals, which pass 1-3 of 34 of the agents' sessions where
+17-24 pass for real.
+`bash tools/fidelity_cpu.sh pointer-n384` makes the data and the terminal (on 2 cores ~10 min of
+collection, 18 of training, 5 of evaluation); `twjax sweep experiments/agent_context_imagined.py --launcher local --exproot runs/sweeps
 --only` its A and pointer-n384 trials of seed 0 (the first three), then `bash tools/context_sessions_cpu.sh 0`,
 then the whole sweep.
 """

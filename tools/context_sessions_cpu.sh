@@ -9,8 +9,8 @@
 # imagined turns as context, only the verdict a target); 64 sessions of other tasks each for the test.
 # pointer-n384-agent is the terminal fine-tuned 400 steps on its own transcripts plus both. Both
 # terminals are scored teacher-forced on the replayed test sessions (outputs and verdicts) and on
-# the judged ones (verdicts on imagined sessions). ~10 min of rollouts per agent, ~5 min of
-# training and ~5 min of evaluation on 2 cores; re-running skips what is done.
+# the judged ones (verdicts on imagined sessions). On 2 cores ~5 min of rollouts per agent, 14 min
+# of training beside other runs (~5 alone) and ~4 min of evaluation; re-running skips what is done.
 #   bash tools/context_sessions_cpu.sh SEED...     (the A runs' train.seed, e.g. 0 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
