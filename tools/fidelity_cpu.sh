@@ -78,7 +78,8 @@
 # (model.copy_follow): where its last copy was the token written, it may go on to the next position.
 # pointer-n384 is observed-pointer-n384 on the recorded transcripts (the ablation's 384 per family,
 # seed 7, as tools/ablation_cpu.sh collects them), evaluated on recorded's test episodes: the
-# learned terminal of experiments/agent_context_imagined.py, whose agents' sessions hold no observation.
+# learned terminal of experiments/agent_context_imagined.py, whose agents' sessions hold no observation;
+# pointer-n384-seed1 is the same with data.seed and train.seed 1, to size the seed-to-seed spread.
 # Name runs to train only those.
 # Re-running skips what is done and resumes the rest.
 #   bash tools/fidelity_cpu.sh [recorded] [observed] [observed-copy] [observed-copy-smeared]
@@ -99,6 +100,7 @@
 #                              [observed-select-session-pointer-seed1] [observed-select-session-scratch]
 #                              [observed-pointer-seed1] [observed-pointer-n384]
 #                              [observed-pointer-n384-long] [observed-follow-n384] [pointer-n384]
+#                              [pointer-n384-seed1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -114,13 +116,13 @@ RUNS="$*"
 selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 
 collect "$data/n96"
-if [ "$RUNS" != recorded ] && [ "$RUNS" != pointer-n384 ]; then
+if [ "$RUNS" != recorded ] && [[ "$RUNS" != pointer-n384* ]]; then
   collect data/observed/n96 --config.observe_setup=True
 fi
 if selected observed-pointer-n384 || selected observed-pointer-n384-long || selected observed-follow-n384; then
   collect data/observed/n384 --config.observe_setup=True --config.episodes.train=384 --config.seed=7
 fi
-if selected pointer-n384; then
+if selected pointer-n384 || selected pointer-n384-seed1; then
   collect "$data/n384" --config.episodes.train=384 --config.seed=7
 fi
 if selected observed-listing-session-lines || selected observed-listing-select-session; then
@@ -301,6 +303,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-pointer-n384-long:data/observed/n384,data/observed/n96:$pointer --config.train.steps=3000" \
            "observed-follow-n384:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True" \
            "pointer-n384:$data/n384,$data/n96:$pointer" \
+           "pointer-n384-seed1:$data/n384,$data/n96:$pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
            "observed-select-session-pointer-seed1:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-scratch:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_scratch"; do
