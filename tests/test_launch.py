@@ -340,6 +340,13 @@ def test_xm_real_launch_goes_through_the_xmanager_cli(tmp_path, monkeypatch):
             cli.main(["sweep", "exp.py:tpu", "--launcher", "xm"])
 
 
+def a_run_key(experiment, trial) -> str:
+    """The A run an agent-train trial trains (regime A) or branches off (C, RL)."""
+    from twjax import agent_train
+    return agent_train.a_run_key(agent_train.with_agent_defaults(configlib.load(
+        experiment.config_spec, [f"{k}={v}" for k, v in trial.overrides.items()])))
+
+
 @pytest.mark.parametrize("name, variant, program, count", [
     ("terminal_scaling", "cpu", "train", 4), ("terminal_scaling", "tpu", "train", 15),
     ("exposure_bias", "cpu", "train", 4), ("exposure_bias", "tpu", "train", 18),
@@ -392,13 +399,9 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
             observed.model.copy_head, observed.data.seq_len, observed.data.batch_size)
         assert sorted(t.overrides.get("data.batch_size", 8) for t in experiment.trials) == [4] * 3 + [8] * 3
     if name == "agent_context_imagined":  # C and RL branch off agent_context's A of their seed (batch 8)
-        from twjax import agent_train
-
         def a_runs(experiment):  # (regime, seed) -> the A run the trial trains or branches off
-            return {(t.overrides.get("agent.regime", "A"), t.overrides["train.seed"]): agent_train.a_run_key(
-                agent_train.with_agent_defaults(configlib.load(experiment.config_spec,
-                                                               [f"{k}={v}" for k, v in t.overrides.items()])))
-                for t in experiment.trials if t.overrides.get("data.batch_size", 8) == 8}
+            return {(t.overrides.get("agent.regime", "A"), t.overrides["train.seed"]): a_run_key(experiment, t)
+                    for t in experiment.trials if t.overrides.get("data.batch_size", 8) == 8}
         context = a_runs(sweep.load_experiment("experiments/agent_context.py"))
         here = a_runs(experiment)
         assert set(here) == {(regime, seed) for regime in ("A", "C", "RL") for seed in (0, 1, 2)}
@@ -410,13 +413,9 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
                            for terminal in ("pointer-n384", "pointer-n384-agent")}
         assert all(t.overrides["agent.shared_sft"] for t in experiment.trials)
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
-        from twjax import agent_train
-
         def run_keys(experiment):  # (terminal, regime, seed, re-checked fraction) -> the A run it branches off
             return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"],
-                     t.overrides.get("agent.real_check_fraction")):
-                    agent_train.a_run_key(agent_train.with_agent_defaults(configlib.load(
-                        experiment.config_spec, [f"{k}={v}" for k, v in t.overrides.items()])))
+                     t.overrides.get("agent.real_check_fraction")): a_run_key(experiment, t)
                     for t in experiment.trials if t.overrides["agent.regime"] in ("C", "RL")}
         three_way = run_keys(sweep.load_experiment("experiments/three_way_ablation.py:cpu"))
         grid = {trial[1:3]: key for trial, key in three_way.items()}
