@@ -116,9 +116,13 @@ RUNS="$*"
 selected() { [ -z "$RUNS" ] || [[ " $RUNS " == *" $1 "* ]]; }
 
 collect "$data/n96"
-if [ "$RUNS" != recorded ] && [[ "$RUNS" != pointer-n384* ]]; then
-  collect data/observed/n96 --config.observe_setup=True
-fi
+# The observed collection, which every run but these on the recorded one trains on, tests on or warms up from.
+for run in ${RUNS:-all}; do
+  case $run in
+    recorded | pointer-n384 | pointer-n384-seed1) ;;
+    *) collect data/observed/n96 --config.observe_setup=True; break ;;
+  esac
+done
 if selected observed-pointer-n384 || selected observed-pointer-n384-long || selected observed-follow-n384; then
   collect data/observed/n384 --config.observe_setup=True --config.episodes.train=384 --config.seed=7
 fi
