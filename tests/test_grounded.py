@@ -248,6 +248,30 @@ def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, bac
     scored = fidelity.closed_loop_records(list(zip(learned_episodes, batch.replays)))
     assert len(scored) == 2 * len(learned_episodes)  # the observation is given, not scored
 
+    # Only the terminal observes: its prompts are the observed ones above, the agent's the tasks',
+    # and no session, learned, grounded or replayed, holds the observation.
+    agent_BxP, agent_lengths_B, given, terminal_prompts = rollout_episodes.session_prompts(
+        tok, tasks, 640, by_task, 320, terminal_only=True)
+    assert given is None
+    np.testing.assert_array_equal(terminal_prompts.prompts_BxQ, prompts_BxP)
+    np.testing.assert_array_equal(terminal_prompts.lengths_B, lengths_B)
+    np.testing.assert_array_equal(agent_lengths_B, [len(tok.encode_task(t.instruction)) for t in tasks])
+    batch = interleave.mixed_batch(agent, terminal, tok, tasks, jax.random.key(1), config=rollout_config,
+                                   real_fraction=0.25, backend=backend, workers=2, observe=True,
+                                   observe_terminal_only=True)
+    for episode in batch.episodes + batch.replays:
+        assert episode.n_given == 0 and episode.turns[0].label != "setup", episode
+    assert all(len(e.turns) == 2 for e in batch.episodes)
+
+
+def test_the_terminals_view_swaps_the_agents_prompt_for_its_own():
+    tokens_BxS = np.array([[1, 2, 30, 31, 32, 0], [4, 40, 41, 42, 43, 0]])
+    prompts = rollout.TerminalPrompts(np.array([[1, 2, 9, 9, 9], [4, 8, 0, 0, 0]]), np.array([5, 2]))
+    views = grounded.terminal_views(tokens_BxS, [5, 4], np.array([3, 1]), prompts)
+    assert [v.tolist() for v in views] == [[1, 2, 9, 9, 9, 30, 31, 32], [4, 8, 40, 41, 42]]
+    assert [v.tolist() for v in grounded.terminal_views(tokens_BxS, [2, 3], np.zeros(2, int), None)] == \
+        [[1, 2], [4, 40, 41]]
+
 
 class ScriptedAgent(nnx.Module):
     """Types a fixed command per row, by position: the token after position p is script[row, p - P + 1]."""

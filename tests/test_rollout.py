@@ -9,6 +9,7 @@ from flax import nnx
 
 from twjax import model as model_lib
 from twjax import rollout
+from twjax import tokenizer as tok
 
 VOCAB = 48
 # The model's embedding is wider than the tokenizer's vocabulary (40), as padded vocabularies are.
@@ -152,7 +153,6 @@ def test_layout_of_every_row(finished):
 def test_roles_follow_the_phase(finished):
     tokens, roles = np.asarray(finished.tokens_BxS), np.asarray(finished.roles_BxS)
     assert tokens.max() < MARKERS.vocab  # padding ids of the embedding are never sampled
-    from twjax import tokenizer as tok
     written = np.arange(tokens.shape[1])[None] < np.asarray(finished.length_B)[:, None]
     assert np.all(roles[written & (tokens == MARKERS.out_open)] == tok.ROLE_CONTROL)
     assert np.all(roles[written & (tokens == MARKERS.cmd_end)] == tok.ROLE_AGENT)
@@ -209,3 +209,90 @@ def test_a_bfloat16_cache_keeps_the_loop_greedy_close_to_float32(models):
     assert not np.any(np.asarray(half.stop_B) == rollout.RUNNING)
     same = np.asarray(full.tokens_BxS) == np.asarray(half.tokens_BxS)
     assert same[:, :8].all() and same.mean() > 0.5
+
+
+def observed_prompts(prompts_BxP, lengths_B, seed=5):
+    """The terminal's own prompts: each agent prompt with 3-9 more tokens (an observation) after it."""
+    rng = np.random.default_rng(seed)
+    extra_B = rng.integers(3, 10, size=len(lengths_B))
+    prompts_BxQ = np.zeros((len(lengths_B), prompts_BxP.shape[1] + 9), np.int32)
+    for row, (n, extra) in enumerate(zip(np.asarray(lengths_B), extra_B)):
+        prompts_BxQ[row, :n] = np.asarray(prompts_BxP)[row, :n]
+        prompts_BxQ[row, n:n + extra] = rng.integers(11, MARKERS.vocab, size=extra)
+    return rollout.TerminalPrompts(jnp.asarray(prompts_BxQ), jnp.asarray(np.asarray(lengths_B) + extra_B))
+
+
+def test_a_terminal_given_the_agents_prompt_as_its_own_changes_no_token(models, finished):
+    """Its own prompt prefilled whole, then skipping the first step's token, is the shared prompt's
+    cache by another road."""
+    prompts_BxP, lengths_B = prompts(6)
+    state = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS, config=CONFIG,
+                            terminal_prompts=rollout.TerminalPrompts(prompts_BxP, lengths_B))
+    np.testing.assert_array_equal(state.tokens_BxS, finished.tokens_BxS)
+    np.testing.assert_array_equal(state.stop_B, finished.stop_B)
+    assert not np.any(np.asarray(state.terminal_extra_B)) and not np.any(np.asarray(state.terminal_ahead_B))
+
+
+def next_token_logits(model_graph, model_params, view):
+    """The model's logits after each prefix of `view`, from a fresh, uncached forward pass."""
+    return np.asarray(nnx.merge(model_graph, model_params)(jnp.asarray(view[None]))[0])
+
+
+def greedy_choice_holds(logits_TxV, view, at, allowed_V):
+    """Whether view[at] is the greedy choice among allowed_V after view[:at]."""
+    logits_V = np.where(allowed_V, logits_TxV[at - 1], -np.inf)
+    return logits_V[view[at]] >= logits_V.max() - 1e-4
+
+
+def test_each_model_decodes_from_its_own_view(models):
+    """With its own prompt (an observation the agent does not see), the terminal writes what it
+    would greedily write after its prompt and the session past the agent's; the agent what it
+    would after its own. The compiled loop is the reference loop's, token for token."""
+    config = dataclasses.replace(CONFIG, min_turns=CONFIG.max_turns, agent_sampling=rollout.Sampling(temperature=0.0),
+                                 terminal_sampling=rollout.Sampling(temperature=0.0))
+    prompts_BxP, lengths_B = prompts(4)
+    terminal_prompts = observed_prompts(prompts_BxP, lengths_B)
+    state = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS, config=config,
+                            terminal_prompts=terminal_prompts)
+    reference = rollout.reference_rollout(*models, prompts_BxP, lengths_B, jax.random.key(0), markers=MARKERS,
+                                          config=config, terminal_prompts=terminal_prompts)
+    np.testing.assert_array_equal(state.tokens_BxS, reference.tokens_BxS)
+    opens_V, command_V, output_V = (np.asarray(mask) for mask in rollout.grammar_masks(MARKERS, VOCAB))
+    opens_V = opens_V & (np.arange(VOCAB) != MARKERS.eoe)  # min_turns: never before the last turn
+    tokens_BxS, roles_BxS = np.asarray(state.tokens_BxS), np.asarray(state.roles_BxS)
+    checked = {tok.ROLE_AGENT: 0, tok.ROLE_TERMINAL: 0}
+    for row, (p, q) in enumerate(zip(np.asarray(lengths_B), np.asarray(terminal_prompts.lengths_B))):
+        length = int(state.length_B[row])
+        agent_view = tokens_BxS[row, :length]
+        terminal_view = np.concatenate([np.asarray(terminal_prompts.prompts_BxQ)[row, :q], agent_view[p:]])
+        agent_logits_TxV = next_token_logits(*models[:2], agent_view)
+        terminal_logits_TxV = next_token_logits(*models[2:], terminal_view)
+        for at in range(p, length):
+            role, token = roles_BxS[row, at], tokens_BxS[row, at]
+            if token in (MARKERS.cmd_end, MARKERS.out_end):
+                continue  # the span limit may have forced it
+            if role == tok.ROLE_AGENT:
+                opens = at == p or tokens_BxS[row, at - 1] == MARKERS.out_end
+                assert greedy_choice_holds(agent_logits_TxV, agent_view, at, opens_V if opens else command_V)
+            elif role == tok.ROLE_TERMINAL:
+                assert greedy_choice_holds(terminal_logits_TxV, terminal_view, at - p + q, output_V)
+            else:
+                continue
+            checked[role] += 1
+    assert checked[tok.ROLE_AGENT] > 10 and checked[tok.ROLE_TERMINAL] > 10, checked
+
+
+def test_the_terminals_longer_view_fills_the_context_first(models):
+    prompts_BxP, lengths_B = prompts(4)
+    terminal_prompts = observed_prompts(prompts_BxP, lengths_B)
+    config = rollout.RolloutConfig(max_turns=50, max_command_tokens=5, max_output_tokens=7, cache_len=40,
+                                   cache_stages=4)
+    models = (*nnx.split(NeverStops(nnx.merge(*models[:2]))), *models[2:])
+    final = rollout.rollout(*models, prompts_BxP, lengths_B, jax.random.key(3), markers=MARKERS, config=config,
+                            terminal_prompts=terminal_prompts)
+    extra_B = np.asarray(terminal_prompts.lengths_B) - np.asarray(lengths_B)
+    np.testing.assert_array_equal(final.terminal_extra_B, extra_B)
+    assert np.all(np.asarray(final.stop_B) == rollout.CONTEXT_FULL)
+    np.testing.assert_array_equal(np.asarray(final.length_B) + extra_B, config.cache_len)
+    np.testing.assert_array_equal(final.terminal_cache.end_B, config.cache_len - 1)
+    np.testing.assert_array_equal(final.agent_cache.end_B, np.asarray(final.length_B) - 1)

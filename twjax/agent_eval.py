@@ -161,18 +161,18 @@ def grounded_passes(agent, tok, attempts, config: rollout.RolloutConfig, key, ba
 
 
 def learned_results(agent, terminal, tok, tasks, samples: int, config: rollout.RolloutConfig, key,
-                    observations=None):
+                    observations=None, terminal_only: bool = False):
     """Every task `samples` times inside the learned terminal, judged by the learned verifier
-    (with `observations`, tasks.episodes.observe_tasks, the sessions open with them).
-    -> (counts, episodes)"""
+    (with `observations`, tasks.episodes.observe_tasks, the sessions open with them; with
+    terminal_only, only the terminal's: rollout_episodes.session_prompts). -> (counts, episodes)"""
     attempts = repeated(tasks, samples)
-    prompts_BxP, lengths_B, given = rollout_episodes.task_prompts(tok, attempts, config.cache_len, observations,
-                                                                  MAX_PROMPT_LEN)
+    prompts_BxP, lengths_B, given, terminal_prompts = rollout_episodes.session_prompts(
+        tok, attempts, config.cache_len, observations, MAX_PROMPT_LEN, terminal_only)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, key,
-                            markers=rollout.Markers.from_tokenizer(tok), config=config)
+                            markers=rollout.Markers.from_tokenizer(tok), config=config, terminal_prompts=terminal_prompts)
     episodes = attempt_episodes(tok, state, attempts, "learned", given)  # learned_verdicts consumes the state
     passed = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in attempts],
-                                       config=config).rewards_B
+                                       config=config, terminal_prompts=terminal_prompts).rewards_B
     return counts(tasks, samples, passed), with_verdicts(episodes, passed)
 
 
@@ -195,14 +195,15 @@ def greedy_config(config: rollout.RolloutConfig) -> rollout.RolloutConfig:
 def report(agent, tok, in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, samples: int,
            ks: tuple[int, ...], config: rollout.RolloutConfig, key, backend: str, workers: int,
            terminal=None, learned_config: rollout.RolloutConfig | None = None, seed: int = 0, greedy: bool = True,
-           episodes_dir: str | pathlib.Path | None = None, observe: bool | str = False) -> dict:
+           episodes_dir: str | pathlib.Path | None = None, observe: bool | str = False,
+           observe_terminal_only: bool = False) -> dict:
     """The agent's pass rates in real sandboxes (and in the learned terminal, given one), split
     into in-distribution and held-out families: pass@k of `samples` sampled attempts, and (if
     greedy) `greedy`, one greedy attempt per task. Every attempt goes to episodes_dir, if given,
     as {real,learned}-SPLIT-{sampled,greedy}.jsonl. The learned judge runs under learned_config
     (default: config), whose context the terminal's may shorten (judge_configs). With `observe` (True
     or the observation command) every attempt opens with its task's observation, made once per task
-    for all the judges."""
+    for all the judges; with observe_terminal_only, only the learned terminal's view of it does."""
     splits = eval_splits(in_families, held_out_families)
     out = {}
     for split, families in splits.items():
@@ -210,11 +211,12 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
         observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observe else None
-        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers, observations),
-                           config)}
+        agent_observations = None if observe_terminal_only else observations
+        judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers,
+                                                     agent_observations), config)}
         if terminal is not None:
-            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key, observations),
-                                 learned_config or config)
+            judges["learned"] = (lambda n, c: learned_results(agent, terminal, tok, tasks, n, c, key, observations,
+                                                              observe_terminal_only), learned_config or config)
         for judge, (run, judge_config) in judges.items():
             results, episodes = run(samples, judge_config)
             summary = summarize(results, ks)
@@ -303,6 +305,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open every attempt with its task's observation in this layout (default: the "
                              "agent config's agent.observe_setup and observe_layout), for models trained on "
                              "transcripts observed so")
+    parser.add_argument("--observe-terminal-only", action="store_true", default=None,
+                        help="the observation opens the learned terminal's view of each attempt only, for an "
+                             "agent trained without it (default: the agent config's agent.observe_terminal_only)")
     parser.add_argument("--episodes-dir", default="", help="write every attempt here as Episode JSONL")
     parser.add_argument("--out", default="", help="write the report JSON here too")
 
@@ -322,7 +327,9 @@ def main(args) -> int:
     common = dict(tasks_per_split=args.tasks, samples=args.samples, ks=tuple(int(k) for k in args.ks.split(",")),
                   config=config, key=jax.random.key(args.seed), backend=args.backend, workers=args.workers,
                   seed=args.seed, greedy=args.greedy,
-                  observe=task_episodes.observation(True, args.observe) if args.observe else agent_train.observation(agent_config))
+                  observe=task_episodes.observation(True, args.observe) if args.observe else agent_train.observation(agent_config),
+                  observe_terminal_only=(args.observe_terminal_only if args.observe_terminal_only is not None
+                                         else bool(agent_config.agent.observe_terminal_only)))
     out = {"agent": report(nnx.split(agent_model), tok, in_families, held, terminal=terminal,
                            learned_config=learned_config, episodes_dir=args.episodes_dir or None, **common)}
     if args.floor:

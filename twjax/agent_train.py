@@ -84,6 +84,7 @@ AGENT_DEFAULTS = dict(
     workers=4,
     observe_setup=False,            # sessions open with the task's observation (agent and terminal trained on it)
     observe_layout="contents_first",  # its layout, as the terminal's collection had it (tasks.episodes.OBSERVE_COMMANDS)
+    observe_terminal_only=False,    # with observe_setup: only the learned terminal's sessions open with it, not the agent's
     # eval
     eval_tasks=8,                   # per split (in-distribution, held-out families); 0 skips the eval
     eval_samples=2,                 # sampled attempts per task (pass@k), at `temperature`
@@ -249,26 +250,29 @@ def observation(config) -> str | bool:
 
 
 def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig):
-    """The sessions' prompts, opened by the tasks' observations with agent.observe_setup."""
+    """The sessions' prompts, opened by the tasks' observations with agent.observe_setup (only the
+    terminal's with agent.observe_terminal_only): rollout_episodes.session_prompts."""
     observe = observation(config)
     observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers), observe) \
         if observe else None
-    return rollout_episodes.task_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN)
+    return rollout_episodes.session_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN,
+                                            bool(config.agent.observe_terminal_only))
 
 
 def imagine_round(config, agent_dir, round_index: int):
     """Rollouts in the learned terminal on fresh tasks, filtered as select_verified says."""
     tok, agent, terminal, rollout_config = load_agent_and_terminal(config, agent_dir)
     tasks = draw_tasks(config, int(config.agent.tasks_per_round), stream=round_index)
-    prompts_BxP, lengths_B, given = task_prompts(config, tok, tasks, rollout_config)
+    prompts_BxP, lengths_B, given, terminal_prompts = task_prompts(config, tok, tasks, rollout_config)
     state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, jax.random.key(round_index),
-                            markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
+                            markers=rollout.Markers.from_tokenizer(tok), config=rollout_config,
+                            terminal_prompts=terminal_prompts)
     episodes = rollout_episodes.state_to_episodes(tok, state, [f"{t.id}-imagined-r{round_index}" for t in tasks],
                                                   [t.instruction for t in tasks], {"terminal": "learned"}, given)
     for episode, task in zip(episodes, tasks):
         episode.extra.update(family=task.family, task_id=task.id, kind="imagined", round=round_index)
     verdicts = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in tasks],
-                                         config=rollout_config)
+                                         config=rollout_config, terminal_prompts=terminal_prompts)
     for episode, probability in zip(episodes, verdicts.pass_probabilities):
         episode.extra["learned_pass_probability"] = probability
     learned = learned_passes(verdicts, float(config.agent.min_pass_probability))
@@ -328,16 +332,17 @@ def rl_batch(config, agent, terminal, tok, rollout_config, step: int, key):
     real_tasks, sim_tasks = agent_eval.repeated(tasks[:n_real], group), agent_eval.repeated(tasks[n_real:], group)
     sim_key, real_key = jax.random.split(key)
     if sim_tasks:
-        prompts_BxP, lengths_B, _ = task_prompts(config, tok, sim_tasks, rollout_config)
+        prompts_BxP, lengths_B, _, terminal_prompts = task_prompts(config, tok, sim_tasks, rollout_config)
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
-                                markers=rollout.Markers.from_tokenizer(tok), config=rollout_config)
+                                markers=rollout.Markers.from_tokenizer(tok), config=rollout_config,
+                                terminal_prompts=terminal_prompts)
         buffers = tuple(np.array(x) for x in (state.tokens_BxS, state.roles_BxS, state.length_B))
         rewards = grounded.learned_verdicts(*agent, *terminal, tok, state, [t.verifier for t in sim_tasks],
-                                            config=rollout_config).rewards_B
+                                            config=rollout_config, terminal_prompts=terminal_prompts).rewards_B
         parts.append((*buffers, rewards))
         summary["learned_reward"] = float(np.mean(rewards))
     if real_tasks:
-        prompts_BxP, lengths_B, _ = task_prompts(config, tok, real_tasks, rollout_config)
+        prompts_BxP, lengths_B, _, _ = task_prompts(config, tok, real_tasks, rollout_config)
         state, rewards = grounded.grounded_rollout(*agent, tok, real_tasks, prompts_BxP, lengths_B, real_key,
                                                    config=rollout_config, backend=config.agent.backend,
                                                    workers=int(config.agent.workers))
@@ -431,7 +436,7 @@ def evaluate(config, agent_dir, episodes_dir: pathlib.Path) -> dict:
         ks=tuple(int(k) for k in config.agent.eval_ks), config=real_config, learned_config=learned_config,
         key=jax.random.key(int(config.train.seed)), backend=config.agent.backend, workers=int(config.agent.workers),
         terminal=terminal, greedy=bool(config.agent.eval_greedy), episodes_dir=episodes_dir,
-        observe=observation(config))
+        observe=observation(config), observe_terminal_only=bool(config.agent.observe_terminal_only))
 
 
 def train_and_judge(config, workdir: pathlib.Path, regime: str) -> dict:

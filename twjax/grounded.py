@@ -21,9 +21,9 @@ from twjax.evaluate import fidelity
 from twjax.harness.session import open_session
 from twjax.harness.shell import SandboxError
 from twjax.rollout import (AGENT, CONTEXT_FULL, ENDED_BY_AGENT, FORCED_OUT, PAUSED, RUNNING, SANDBOX_LOST,
-                           TURN_LIMIT, LoopState,
-                           Markers, RolloutConfig, Sampling, append_tokens, grow_state, initial_state, loop_body,
-                           run_in_first_slots, run_loop, stage_limit)
+                           TURN_LIMIT, LoopState, Markers, RolloutConfig, Sampling, TerminalPrompts, append_tokens,
+                           grow_state, initial_state, loop_body, run_in_first_slots, run_loop, stage_limit,
+                           view_lengths)
 from twjax.tasks import episodes as task_episodes
 from twjax.tasks.base import Task
 
@@ -217,14 +217,27 @@ class Verdicts(NamedTuple):
     pass_probabilities: list  # the terminal's P(exit 0) (fidelity.pass_probabilities); None: no <exit> to score
 
 
+def terminal_views(tokens_BxS: np.ndarray, lengths_B, terminal_extra_B: np.ndarray,
+                   terminal_prompts: TerminalPrompts | None) -> list[np.ndarray]:
+    """The terminal's view of each row's first lengths_B[b] buffer tokens: the buffer itself, or
+    with its own prompt (rollout.TerminalPrompts) in place of the agent's."""
+    if terminal_prompts is None:
+        return [tokens_BxS[row, :n] for row, n in enumerate(lengths_B)]
+    prompts_BxQ, prompt_lengths_B = (np.asarray(x) for x in terminal_prompts)
+    return [np.concatenate([prompts_BxQ[row, :q], tokens_BxS[row, q - extra:n]])
+            for row, (n, q, extra) in enumerate(zip(lengths_B, prompt_lengths_B, terminal_extra_B))]
+
+
 def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params, tok: tokenizer_lib.Tokenizer,
-                     state: LoopState, verifiers: list[str], *, config: RolloutConfig) -> Verdicts:
+                     state: LoopState, verifiers: list[str], *, config: RolloutConfig,
+                     terminal_prompts: TerminalPrompts | None = None) -> Verdicts:
     """The learned reward: each task's verifier as one more turn inside the learned terminal
     (greedy). Returns the predicted exit codes (None where the session left no room for the turn,
     or the terminal's span did not parse), the rewards (1 where the prediction is exit 0) and the
     terminal's probability of exit 0 after the output it wrote (fidelity.pass_probabilities).
     Only the terminal reads the verdict, so where the agent's context is shorter than the
     terminal's and a verifier does not fit, the sessions' context grows to the terminal's.
+    `terminal_prompts`: the terminal's own prompts the rollout opened with, if any.
     `state` is consumed; decode episodes from it before calling."""
     markers = Markers.from_tokenizer(tok)
     batch = len(verifiers)
@@ -232,12 +245,14 @@ def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params,
     commands = [tok.encode_command(v).tolist() for v in verifiers]
     ended_B = np.asarray(state.stop_B) == ENDED_BY_AGENT
     start_B = np.asarray(state.length_B) - ended_B + np.array([len(c) for c in commands])
+    terminal_extra_B = np.asarray(state.terminal_extra_B)
+    view_start_B = np.asarray(view_lengths(start_B, terminal_extra_B))
     cache_len = config.cache_len
     terminal_len = int(nnx.merge(terminal_graph, terminal_params).config.max_len)
-    if start_B.max() + config.max_output_tokens > cache_len and terminal_len > cache_len:
+    if view_start_B.max() + config.max_output_tokens > cache_len and terminal_len > cache_len:
         cache_len = terminal_len
         state = grow_state(state, cache_len)
-    verifiable_B = start_B + 2 <= cache_len  # room for <out> and one token at least
+    verifiable_B = view_start_B + 2 <= cache_len  # room for <out> and one token at least
     verify_config = dataclasses.replace(config, cache_len=cache_len, reserve=0, max_turns=config.max_turns + 1,
                                         terminal_sampling=Sampling(temperature=0.0))
     state = _open_verifier_turn(models, state, commands, verifiable_B, ended_B, verify_config.max_turns)
@@ -253,6 +268,6 @@ def learned_verdicts(agent_graph, agent_params, terminal_graph, terminal_params,
     # A row without room for the verdict has an empty span: nothing to score.
     spans = [tokens_BxS[row, start_B[row]:length_B[row]] if verifiable_B[row] else [] for row in range(batch)]
     probabilities = fidelity.pass_probabilities(terminal_graph, terminal_params, tok,
-                                                [tokens_BxS[row, :start_B[row]] for row in range(batch)], spans,
-                                                terminal_len)
+                                                terminal_views(tokens_BxS, start_B, terminal_extra_B, terminal_prompts),
+                                                spans, terminal_len)
     return Verdicts(exit_codes, np.array([code == 0 for code in exit_codes], np.float32), probabilities)

@@ -74,12 +74,13 @@ class MixedBatch:
 
 def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task], key, *,
                 config: rollout.RolloutConfig, real_fraction: float, backend: str = "auto", workers: int = 8,
-                max_prompt_len: int = 128, observe: bool | str = False) -> MixedBatch:
+                max_prompt_len: int = 128, observe: bool | str = False, observe_terminal_only: bool = False) -> MixedBatch:
     """`agent` and `terminal` are (graphdef, params) pairs. The first round(real_fraction · B)
     tasks run against real sandboxes, the rest inside the learned terminal. With `observe` (True or
     the observation command, as tasks.episodes.prepare takes it) every session opens with the
     observation of its task's state (tasks.episodes.observe_tasks, once per task;
-    rollout_episodes.task_prompts)."""
+    rollout_episodes.task_prompts); with observe_terminal_only, only the learned terminal's view
+    of it does (rollout_episodes.session_prompts)."""
     n_real = int(round(real_fraction * len(tasks)))
     real_tasks, sim_tasks = tasks[:n_real], tasks[n_real:]
     episodes, replays = [], []
@@ -88,15 +89,17 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
     observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observe else None
 
     if sim_tasks:
-        prompts_BxP, lengths_B, sim_given = rollout_episodes.task_prompts(tok, sim_tasks, config.cache_len,
-                                                                           observations, max_prompt_len)
+        prompts_BxP, lengths_B, sim_given, terminal_prompts = rollout_episodes.session_prompts(
+            tok, sim_tasks, config.cache_len, observations, max_prompt_len, observe_terminal_only)
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
-                                markers=rollout.Markers.from_tokenizer(tok), config=config)
+                                markers=rollout.Markers.from_tokenizer(tok), config=config,
+                                terminal_prompts=terminal_prompts)
         sim_episodes = rollout_episodes.state_to_episodes(
             tok, state, [f"{t.id}-learned" for t in sim_tasks], [t.instruction for t in sim_tasks],
             {"terminal": "learned"}, sim_given)
         codes, learned, probability = grounded.learned_verdicts(*agent, *terminal, tok, state,
-                                                                [t.verifier for t in sim_tasks], config=config)
+                                                                [t.verifier for t in sim_tasks], config=config,
+                                                                terminal_prompts=terminal_prompts)
         replays = replay_for_real(sim_episodes, sim_tasks, backend, workers)
         true = [replay.extra["real_reward"] for replay in replays]
         for episode, task, code, learned_reward, pass_probability, true_reward in zip(
@@ -114,8 +117,8 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
                                                                                      np.array(probability, float)))
 
     if real_tasks:
-        prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(tok, real_tasks, config.cache_len,
-                                                                            observations, max_prompt_len)
+        prompts_BxP, lengths_B, real_given = rollout_episodes.task_prompts(
+            tok, real_tasks, config.cache_len, None if observe_terminal_only else observations, max_prompt_len)
         state, rewards = grounded.grounded_rollout(*agent, tok, real_tasks, prompts_BxP, lengths_B, real_key,
                                                    config=config, backend=backend, workers=workers)
         real_episodes = rollout_episodes.state_to_episodes(

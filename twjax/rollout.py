@@ -7,6 +7,11 @@ keeps its own KV cache of the whole session), so a step costs one token of each 
 phase, and rows never wait for each other: there is no per-turn synchronisation and no
 recompilation per turn. Finished rows stop changing.
 
+The terminal may open its sessions with its own prompt (TerminalPrompts: the task and the
+observation of its state, for a terminal trained on observed transcripts) while the agent's open
+with the task alone. The token buffer is the agent's view; the terminal's is its prompt followed
+by the buffer past the agent's prompt, terminal_extra_B tokens longer.
+
 State is a plain pytree; the models enter as (graphdef, state) pairs and are merged inside the
 jitted function, so two different architectures run in one compiled program.
 """
@@ -87,10 +92,16 @@ def grammar_masks(markers: Markers, vocab_size: int):
     return jnp.asarray(opens_V), jnp.asarray(command_V), jnp.asarray(output_V)
 
 
+class TerminalPrompts(NamedTuple):
+    """The terminal's own opening of each session, in place of the agent's prompt."""
+    prompts_BxQ: jax.Array
+    lengths_B: jax.Array
+
+
 class LoopState(NamedTuple):
     tokens_BxS: jax.Array
     roles_BxS: jax.Array
-    length_B: jax.Array  # tokens in the buffer; the cache holds all but the last
+    length_B: jax.Array  # tokens in the buffer; the agent's cache holds all but the last
     phase_B: jax.Array
     span_len_B: jax.Array  # tokens written in the current agent or terminal span
     turns_B: jax.Array
@@ -98,6 +109,17 @@ class LoopState(NamedTuple):
     step: jax.Array
     agent_cache: object
     terminal_cache: object
+    # How many more tokens the terminal's view of a row holds than the buffer (its own prompt less
+    # the agent's; 0 when they share one): its cache fills that much sooner.
+    terminal_extra_B: jax.Array
+    # The terminal's cache already holds its whole prompt, so it skips the buffer's last token (the
+    # agent's prompt's) on the row's first step.
+    terminal_ahead_B: jax.Array
+
+
+def view_lengths(length_B, terminal_extra_B):
+    """Each row's longest view, the agent's or the terminal's: what its caches must hold."""
+    return length_B + jnp.maximum(terminal_extra_B, 0)
 
 
 def row_keys(key: jax.Array, step: jax.Array, batch: int) -> jax.Array:
@@ -139,7 +161,7 @@ def next_tokens(state: LoopState, agent_logits_BxV, terminal_logits_BxV, key, ma
     turns_B = state.turns_B + ends_output
     stop_B = jnp.where(in_agent & (token_B == markers.eoe), ENDED_BY_AGENT,
                        jnp.where(ends_output & (turns_B >= config.max_turns), TURN_LIMIT, RUNNING))
-    full_B = state.length_B + 1 >= config.cache_len - config.reserve
+    full_B = view_lengths(state.length_B, state.terminal_extra_B) + 1 >= config.cache_len - config.reserve
     stop_B = jnp.where((stop_B == RUNNING) & full_B, CONTEXT_FULL, stop_B)
     return token_B, role_B, phase_B, span_len_B, turns_B, stop_B
 
@@ -151,7 +173,7 @@ def apply_transition(state: LoopState, transition, agent_cache, terminal_cache) 
     rows = jnp.arange(token_B.shape[0])
     write_at_B = jnp.minimum(state.length_B, state.tokens_BxS.shape[1] - 1)
     keep = lambda new, old: jnp.where(running_B, new, old)  # noqa: E731
-    return LoopState(
+    return state._replace(
         tokens_BxS=state.tokens_BxS.at[rows, write_at_B].set(keep(token_B, state.tokens_BxS[rows, write_at_B])),
         roles_BxS=state.roles_BxS.at[rows, write_at_B].set(keep(role_B, state.roles_BxS[rows, write_at_B])),
         length_B=keep(state.length_B + 1, state.length_B),
@@ -162,6 +184,7 @@ def apply_transition(state: LoopState, transition, agent_cache, terminal_cache) 
         step=state.step + 1,
         agent_cache=agent_cache,
         terminal_cache=terminal_cache,
+        terminal_ahead_B=state.terminal_ahead_B & ~running_B,
     )
 
 
@@ -172,19 +195,22 @@ def last_tokens(state: LoopState) -> jax.Array:
 
 def feed_last_token(agent, terminal, state: LoopState):
     """Both models ingest each running row's newest token; returns their next-token logits.
-    With no terminal model (grounded mode) its logits are zeros that no row in the agent phase reads."""
+    With no terminal model (grounded mode) its logits are zeros that no row in the agent phase reads;
+    nor are the terminal's on a row's first step, where it skips the token (terminal_ahead_B)."""
     running_Bx1 = (state.stop_B == RUNNING)[:, None]
     token_Bx1 = last_tokens(state)[:, None]
     agent_logits, agent_cache = agent.forward_cached(token_Bx1, running_Bx1, state.agent_cache)
     if terminal is None:
         return agent_logits[:, -1], jnp.zeros_like(agent_logits[:, -1]), agent_cache, None
-    terminal_logits, terminal_cache = terminal.forward_cached(token_Bx1, running_Bx1, state.terminal_cache)
+    terminal_logits, terminal_cache = terminal.forward_cached(
+        token_Bx1, running_Bx1 & ~state.terminal_ahead_B[:, None], state.terminal_cache)
     return agent_logits[:, -1], terminal_logits[:, -1], agent_cache, terminal_cache
 
 
 def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax.Array,
-                  config: RolloutConfig) -> LoopState:
-    """Prefills both caches with every prompt token but the last, which the first step feeds."""
+                  config: RolloutConfig, terminal_prompts: TerminalPrompts | None = None) -> LoopState:
+    """Prefills both caches with every prompt token but the last, which the first step feeds; or,
+    with terminal_prompts, the terminal's with the whole of its own prompt."""
     batch, prompt_len = prompts_BxP.shape
     valid_BxP = jnp.arange(prompt_len)[None, :] < (prompt_lengths_B - 1)[:, None]
 
@@ -193,7 +219,15 @@ def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax
 
     _, agent_cache = agent.forward_cached(prompts_BxP, valid_BxP, empty_cache(agent))
     terminal_cache = None
-    if terminal is not None:
+    terminal_extra_B = jnp.zeros((batch,), jnp.int32)
+    terminal_ahead_B = jnp.zeros((batch,), bool)
+    if terminal is not None and terminal_prompts is not None:
+        prompts_BxQ, lengths_B = terminal_prompts
+        whole_BxQ = jnp.arange(prompts_BxQ.shape[1])[None, :] < lengths_B[:, None]
+        _, terminal_cache = terminal.forward_cached(prompts_BxQ, whole_BxQ, empty_cache(terminal))
+        terminal_extra_B = (lengths_B - prompt_lengths_B).astype(jnp.int32)
+        terminal_ahead_B = jnp.ones((batch,), bool)
+    elif terminal is not None:
         _, terminal_cache = terminal.forward_cached(prompts_BxP, valid_BxP, empty_cache(terminal))
     in_prompt_BxP = jnp.arange(prompt_len)[None, :] < prompt_lengths_B[:, None]
     tokens_BxS = jnp.zeros((batch, config.cache_len), jnp.int32).at[:, :prompt_len].set(
@@ -202,7 +236,8 @@ def initial_state(agent, terminal, prompts_BxP: jax.Array, prompt_lengths_B: jax
         jnp.where(in_prompt_BxP, tokenizer_lib.ROLE_TASK, 0))
     zeros_B = jnp.zeros((batch,), jnp.int32)
     return LoopState(tokens_BxS, roles_BxS, prompt_lengths_B.astype(jnp.int32), zeros_B + AGENT, zeros_B,
-                     zeros_B, zeros_B + RUNNING, jnp.zeros((), jnp.int32), agent_cache, terminal_cache)
+                     zeros_B, zeros_B + RUNNING, jnp.zeros((), jnp.int32), agent_cache, terminal_cache,
+                     terminal_extra_B, terminal_ahead_B)
 
 
 def grow_state(state: LoopState, cache_len: int) -> LoopState:
@@ -235,25 +270,30 @@ def append_tokens(agent, terminal, state: LoopState, spans_BxN, span_lengths_B, 
                   feed_pending_B) -> LoopState:
     """Writes each row's first span_lengths_B[b] tokens of spans_BxN after its buffer, and lets
     the models' caches catch up: they ingest the row's pending last token (where feed_pending_B;
-    a row whose last token was dropped from the buffer has none) and all but the span's last
-    token, which becomes the new pending token. Rows with length 0 are untouched."""
+    a row whose last token was dropped from the buffer has none, nor has a terminal ahead of the
+    buffer) and all but the span's last token, which becomes the new pending token. Rows with
+    length 0 are untouched."""
     batch, span_len = spans_BxN.shape
     rows_B = jnp.arange(batch)
     pending_B = state.tokens_BxS[rows_B, state.length_B - 1]
     with_pending_BxN = jnp.concatenate([pending_B[:, None], spans_BxN[:, :-1]], axis=1)
-    feed_BxN = jnp.where(feed_pending_B[:, None], with_pending_BxN, spans_BxN)
-    feed_len_B = jnp.where(feed_pending_B, span_lengths_B, span_lengths_B - 1)
-    valid_BxN = jnp.arange(span_len)[None, :] < feed_len_B[:, None]
-    _, agent_cache = agent.forward_cached(feed_BxN, valid_BxN, state.agent_cache)
+
+    def catch_up(model, cache, feed_pending_B):
+        feed_BxN = jnp.where(feed_pending_B[:, None], with_pending_BxN, spans_BxN)
+        feed_len_B = jnp.where(feed_pending_B, span_lengths_B, span_lengths_B - 1)
+        return model.forward_cached(feed_BxN, jnp.arange(span_len)[None, :] < feed_len_B[:, None], cache)[1]
+
+    agent_cache = catch_up(agent, state.agent_cache, feed_pending_B)
     terminal_cache = (None if terminal is None
-                      else terminal.forward_cached(feed_BxN, valid_BxN, state.terminal_cache)[1])
+                      else catch_up(terminal, state.terminal_cache, feed_pending_B & ~state.terminal_ahead_B))
     written_BxN = jnp.arange(span_len)[None, :] < span_lengths_B[:, None]
     columns_BxN = jnp.where(written_BxN, state.length_B[:, None] + jnp.arange(span_len)[None, :],
                             state.tokens_BxS.shape[1])  # out of range: dropped
     return state._replace(
         tokens_BxS=state.tokens_BxS.at[rows_B[:, None], columns_BxN].set(spans_BxN, mode="drop"),
         roles_BxS=state.roles_BxS.at[rows_B[:, None], columns_BxN].set(roles_BxN, mode="drop"),
-        length_B=state.length_B + span_lengths_B, agent_cache=agent_cache, terminal_cache=terminal_cache)
+        length_B=state.length_B + span_lengths_B, agent_cache=agent_cache, terminal_cache=terminal_cache,
+        terminal_ahead_B=state.terminal_ahead_B & (span_lengths_B == 0))
 
 
 def loop_body(agent, terminal, key, markers: Markers, config: RolloutConfig):
@@ -273,16 +313,16 @@ def stage_limits(config: RolloutConfig) -> tuple[int, ...]:
 
 
 def stage_limit(length_B: np.ndarray, config: RolloutConfig) -> int:
-    """The stage a step runs in: the first whose slots hold every row's session. A step feeds a
-    row's token at slot length - 1 and attends to the slots before it, so length <= limit."""
+    """The stage a step runs in: the first whose slots hold every row's session (view_lengths). A
+    step feeds a row's token at slot length - 1 and attends to the slots before it, so length <= limit."""
     return next(limit for limit in stage_limits(config) if int(np.max(length_B)) <= limit)
 
 
 @functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph", "config"))
-def prefill(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP, prompt_lengths_B, *,
-            config: RolloutConfig) -> LoopState:
+def prefill(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP, prompt_lengths_B,
+            terminal_prompts: TerminalPrompts | None = None, *, config: RolloutConfig) -> LoopState:
     return initial_state(nnx.merge(agent_graph, agent_params), nnx.merge(terminal_graph, terminal_params),
-                         prompts_BxP, prompt_lengths_B, config)
+                         prompts_BxP, prompt_lengths_B, config, terminal_prompts)
 
 
 @functools.partial(jax.jit, static_argnames=("agent_graph", "terminal_graph", "markers", "config"),
@@ -303,7 +343,8 @@ def run_loop(agent_graph, agent_params, terminal_graph, terminal_params, state: 
     # Terminates: every step lengthens each running row by one, and a row stops at cache_len.
     for limit in stage_limits(config):
         def cond(state: LoopState, limit=limit):
-            return jnp.any(state.stop_B == RUNNING) & (jnp.max(state.length_B) <= limit)
+            return jnp.any(state.stop_B == RUNNING) & (jnp.max(view_lengths(state.length_B, state.terminal_extra_B))
+                                                       <= limit)
 
         state = run_in_first_slots(state, limit, functools.partial(
             jax.lax.while_loop, cond, loop_body(agent, terminal, key, markers, config)))
@@ -311,9 +352,9 @@ def run_loop(agent_graph, agent_params, terminal_graph, terminal_params, state: 
 
 
 def rollout(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP, prompt_lengths_B, key,
-            *, markers: Markers, config: RolloutConfig) -> LoopState:
+            *, markers: Markers, config: RolloutConfig, terminal_prompts: TerminalPrompts | None = None) -> LoopState:
     models = (agent_graph, agent_params, terminal_graph, terminal_params)
-    state = prefill(*models, prompts_BxP, prompt_lengths_B, config=config)
+    state = prefill(*models, prompts_BxP, prompt_lengths_B, terminal_prompts, config=config)
     return run_loop(*models, state, key, markers=markers, config=config)
 
 
@@ -326,12 +367,13 @@ def _reference_step(agent_graph, agent_params, terminal_graph, terminal_params, 
 
 
 def reference_rollout(agent_graph, agent_params, terminal_graph, terminal_params, prompts_BxP,
-                      prompt_lengths_B, key, *, markers: Markers, config: RolloutConfig) -> LoopState:
+                      prompt_lengths_B, key, *, markers: Markers, config: RolloutConfig,
+                      terminal_prompts: TerminalPrompts | None = None) -> LoopState:
     """The plain per-token Python loop: the same transition, one dispatch and one host sync per
     token. The check that the compiled loop is right, and the baseline the benchmark compares."""
     models = (agent_graph, agent_params, terminal_graph, terminal_params)
-    state = prefill(*models, prompts_BxP, prompt_lengths_B, config=config)
+    state = prefill(*models, prompts_BxP, prompt_lengths_B, terminal_prompts, config=config)
     while np.any(np.asarray(state.stop_B) == RUNNING):
         state = _reference_step(*models, state, key, markers=markers, config=config,
-                                slots=stage_limit(np.asarray(state.length_B), config))
+                                slots=stage_limit(np.asarray(view_lengths(state.length_B, state.terminal_extra_B)), config))
     return state

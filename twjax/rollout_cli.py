@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open every session with the observation of its task's state in this layout, as "
                              "transcripts collected with --config.observe_setup=True (and observe_layout) do, "
                              "for models trained on them")
+    parser.add_argument("--observe-terminal-only", action="store_true",
+                        help="with --observe, the observation opens the learned terminal's view of each session "
+                             "only, for an agent trained without it")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--out", required=True)
@@ -65,7 +68,8 @@ def main(args) -> int:
     batch = interleave.mixed_batch(nnx.split(agent_model), terminal, tok, tasks,
                                    jax.random.key(args.seed), config=config, real_fraction=args.real_fraction,
                                    backend=args.backend, workers=args.workers,
-                                   observe=task_episodes.observation(True, args.observe) if args.observe else False)
+                                   observe=task_episodes.observation(True, args.observe) if args.observe else False,
+                                   observe_terminal_only=args.observe_terminal_only)
     write_jsonl(args.out, batch.episodes)
     if args.replay_out:
         write_jsonl(args.replay_out, batch.replays)

@@ -7,7 +7,7 @@ import numpy as np
 
 from twjax import tokenizer as tokenizer_lib
 from twjax.episode import Episode, Turn
-from twjax.rollout import CONTEXT_FULL, ENDED_BY_AGENT, RUNNING, SANDBOX_LOST, TURN_LIMIT, LoopState
+from twjax.rollout import CONTEXT_FULL, ENDED_BY_AGENT, RUNNING, SANDBOX_LOST, TURN_LIMIT, LoopState, TerminalPrompts
 from twjax.tasks.base import Task
 
 STOP_NAMES = {RUNNING: "running", ENDED_BY_AGENT: "ended_by_agent", TURN_LIMIT: "turn_limit",
@@ -45,6 +45,20 @@ def task_prompts(tok: tokenizer_lib.Tokenizer, tasks: list[Task], cache_len: int
         return (*build_prompts(tok, texts, max_prompt_len), None)
     given = [[observations[task.id]] for task in tasks]
     return (*build_prompts(tok, texts, cache_len // 2, given), given)
+
+
+def session_prompts(tok: tokenizer_lib.Tokenizer, tasks: list[Task], cache_len: int,
+                    observations: dict[str, Turn] | None = None, max_prompt_len: int = 128,
+                    terminal_only: bool = False):
+    """(prompts_BxP, lengths_B, given, terminal_prompts): task_prompts' prompts for both models
+    (terminal_prompts None); or with terminal_only, the `observations` open the terminal's prompts
+    alone (rollout.TerminalPrompts) and the agent's hold the task, given None: its sessions, as
+    decoded, hold no observation."""
+    if not terminal_only or observations is None:
+        return (*task_prompts(tok, tasks, cache_len, observations, max_prompt_len), None)
+    prompts_BxP, lengths_B, _ = task_prompts(tok, tasks, cache_len, None, max_prompt_len)
+    prompts_BxQ, terminal_lengths_B, _ = task_prompts(tok, tasks, cache_len, observations, max_prompt_len)
+    return prompts_BxP, lengths_B, None, TerminalPrompts(prompts_BxQ, terminal_lengths_B)
 
 
 def split_turns(tok: tokenizer_lib.Tokenizer, ids: list[int]) -> list[tuple[list[int], list[int] | None]]:
