@@ -356,6 +356,7 @@ def a_run_key(experiment, trial) -> str:
     ("agent_observed", "", "agent train", 9),
     ("agent_context", "", "agent train", 6),
     ("agent_context_imagined", "", "agent train", 15),
+    ("agent_terminal_observes", "", "agent train", 9),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -412,6 +413,17 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert learned == {(regime, seed, f"runs/fidelity/{terminal}") for regime in ("C", "RL") for seed in (0, 1, 2)
                            for terminal in ("pointer-n384", "pointer-n384-agent")}
         assert all(t.overrides["agent.shared_sft"] for t in experiment.trials)
+    if name == "agent_terminal_observes":  # agent_context_imagined's A runs, in a terminal that alone observes
+        imagined = sweep.load_experiment("experiments/agent_context_imagined.py")
+        a_of_seed = {t.overrides["train.seed"]: a_run_key(imagined, t) for t in imagined.trials}
+        assert {(t.overrides.get("agent.regime", "A"), t.overrides["train.seed"]) for t in experiment.trials} == {
+            (regime, seed) for regime in ("A", "C", "RL") for seed in (0, 1, 2)}
+        assert all(a_run_key(experiment, t) == a_of_seed[t.overrides["train.seed"]] for t in experiment.trials)
+        config = configlib.load(experiment.config_spec)
+        assert config.agent.observe_setup and config.agent.observe_terminal_only
+        assert config.agent.terminal == "runs/fidelity/observed-pointer-n384"
+        trial_dir = REPO / "runs/sweeps/agent_terminal_observes/trial"
+        assert (trial_dir / config.agent.shared_sft).resolve() == (REPO / "runs/sweeps/agent_context_imagined/shared-sft")
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         def run_keys(experiment):  # (terminal, regime, seed, re-checked fraction) -> the A run it branches off
             return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"],

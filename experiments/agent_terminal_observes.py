@@ -1,0 +1,44 @@
+"""C and RL off the best A yet, inside a terminal that sees each task's files while the agent does not:
+
+  regime=A       experiments/agent_context's copy-head A (1,024-token windows, 8 a batch, 500 updates
+                 on data/ablation/n384, sessions opening with the task alone), the very runs of
+                 agent_context_imagined (agent.shared_sft points at them: nothing is retrained), here
+                 judged in real containers and inside the terminal below
+  regime=C / RL  branched off it, inside runs/fidelity/observed-pointer-n384: the copy-head terminal
+                 trained on the same tasks' transcripts opened by an observation of their files
+                 (tools/fidelity_cpu.sh observed-pointer-n384)
+
+In agent_context_imagined the terminal, trained on sessions without an observation, guessed at files it
+had never seen: it answered the agents' first commands with "No such file or directory" and passed
+1-3 of 34 agent sessions where 17-24 pass for real. In agent_observed both models saw the
+observation and the agent lost its passes (0.127). Here the observation opens the terminal's view
+of every session alone (agent.observe_terminal_only, rollout.TerminalPrompts): the terminal reads
+the state it was trained to read, the agent the prompt it was trained on.
+`bash tools/fidelity_cpu.sh observed-pointer-n384` makes the terminal; agent_context_imagined's A
+trials (its shared-sft runs) must have run; then `twjax sweep experiments/agent_terminal_observes.py
+--launcher local --exproot runs/sweeps`.
+"""
+import pathlib
+
+from twjax import configlib
+
+AGENT_CONTEXT = pathlib.Path(__file__).resolve().parent / "agent_context.py"
+TERMINAL = "runs/fidelity/observed-pointer-n384"
+# From a trial's workdir (runs/sweeps/agent_terminal_observes/TRIAL): agent_context_imagined's A runs.
+SHARED_SFT = "../../agent_context_imagined/shared-sft"
+SEEDS = [0, 1, 2]
+
+
+def get_config(arg=None):
+    config = configlib.load(str(AGENT_CONTEXT))
+    config.agent.update(terminal=TERMINAL, observe_setup=True, observe_terminal_only=True, shared_sft=SHARED_SFT)
+    return config
+
+
+def get_sweep(arg=None):
+    """Seed by seed: A (judged only: its run exists), then C and RL off it."""
+    points = []
+    for seed in SEEDS:
+        seeds = {"train.seed": seed, "data.seed": seed}
+        points += [seeds, {"agent.regime": "C", **seeds}, {"agent.regime": "RL", "agent.lambda_env": 0.1, **seeds}]
+    return points
