@@ -248,8 +248,9 @@ def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, bac
     scored = fidelity.closed_loop_records(list(zip(learned_episodes, batch.replays)))
     assert len(scored) == 2 * len(learned_episodes)  # the observation is given, not scored
 
-    # Only the terminal observes: its prompts are the observed ones above, the agent's the tasks',
-    # and no session, learned, grounded or replayed, holds the observation.
+    # Only the terminal observes: its prompts are the observed ones above, the agent's the tasks'.
+    # The learned sessions and their replays are recorded as the terminal saw them; the grounded
+    # one, which no learned terminal read, holds no observation.
     agent_BxP, agent_lengths_B, given, terminal_prompts = rollout_episodes.session_prompts(
         tok, tasks, 640, by_task, 320, terminal_only=True)
     assert given is None
@@ -259,9 +260,15 @@ def test_observed_sessions_open_with_the_tasks_real_state_in_every_mode(tok, bac
     batch = interleave.mixed_batch(agent, terminal, tok, tasks, jax.random.key(1), config=rollout_config,
                                    real_fraction=0.25, backend=backend, workers=2, observe=True,
                                    observe_terminal_only=True)
-    for episode in batch.episodes + batch.replays:
-        assert episode.n_given == 0 and episode.turns[0].label != "setup", episode
-    assert all(len(e.turns) == 2 for e in batch.episodes)
+    for episode in batch.episodes:
+        observed = episode.extra["terminal"] == "learned"
+        assert episode.n_given == observed and len(episode.turns) == 2 + observed, episode
+        if observed:
+            assert timeless(episode.turns[0].output) == timeless(by_task[episode.extra["task_id"]].output)
+    assert all(r.n_given == 1 and len(r.turns) == 4 for r in batch.replays)  # observation, 2 turns, verdict
+    for imagined, real in zip([e for e in batch.episodes if e.extra["terminal"] == "learned"], batch.replays):
+        assert [t.label for t in interleave.judged_by_replay(imagined, real).turns] == [
+            "setup", "imagined", "imagined", "verify"]
 
 
 def test_the_terminals_view_swaps_the_agents_prompt_for_its_own():

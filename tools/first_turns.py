@@ -27,8 +27,9 @@ def first_turn_pairs(eval_dir: pathlib.Path, split: str) -> list:
     """(learned first turn, real first turn) of each greedy attempt both judges ran."""
     learned = {e.id: e for e in read_jsonl(eval_dir / f"learned-{split}-greedy.jsonl")}
     real = {e.id: e for e in read_jsonl(eval_dir / f"real-{split}-greedy.jsonl")}
-    return [(learned[i].turns[0], real[i].turns[0]) for i in sorted(learned.keys() & real.keys())
-            if learned[i].turns and real[i].turns]
+    return [(learned[i].turns[learned[i].n_given], real[i].turns[real[i].n_given])
+            for i in sorted(learned.keys() & real.keys())
+            if len(learned[i].turns) > learned[i].n_given and len(real[i].turns) > real[i].n_given]
 
 
 def agreement(name: str, pairs: list) -> dict:

@@ -80,7 +80,9 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
     the observation command, as tasks.episodes.prepare takes it) every session opens with the
     observation of its task's state (tasks.episodes.observe_tasks, once per task;
     rollout_episodes.task_prompts); with observe_terminal_only, only the learned terminal's view
-    of it does (rollout_episodes.session_prompts)."""
+    of it does (rollout_episodes.session_prompts), and the grounded sessions hold none. The learned
+    sessions are recorded as the terminal saw them, opened by the observation: so are their
+    replays, and the judged sessions are training data for a terminal that reads it."""
     n_real = int(round(real_fraction * len(tasks)))
     real_tasks, sim_tasks = tasks[:n_real], tasks[n_real:]
     episodes, replays = [], []
@@ -91,6 +93,8 @@ def mixed_batch(agent, terminal, tok: tokenizer_lib.Tokenizer, tasks: list[Task]
     if sim_tasks:
         prompts_BxP, lengths_B, sim_given, terminal_prompts = rollout_episodes.session_prompts(
             tok, sim_tasks, config.cache_len, observations, max_prompt_len, observe_terminal_only)
+        if terminal_prompts is not None:
+            sim_given = [[observations[t.id]] for t in sim_tasks]
         state = rollout.rollout(*agent, *terminal, prompts_BxP, lengths_B, sim_key,
                                 markers=rollout.Markers.from_tokenizer(tok), config=config,
                                 terminal_prompts=terminal_prompts)
