@@ -6,7 +6,9 @@
                  judged in real containers and inside the terminal below
   regime=C / RL  branched off it, inside runs/fidelity/observed-pointer-n384: the copy-head terminal
                  trained on the same tasks' transcripts opened by an observation of their files
-                 (tools/fidelity_cpu.sh observed-pointer-n384)
+                 (tools/fidelity_cpu.sh observed-pointer-n384), and inside observed-pointer-n384-agent:
+                 that terminal fine-tuned on seed 0's A sessions inside it, replayed for real and
+                 judged by the real verifier (tools/context_sessions_cpu.sh --observed 0)
 
 In agent_context_imagined the terminal, trained on sessions without an observation, guessed at files it
 had never seen: it answered the agents' first commands with "No such file or directory" and passed
@@ -16,14 +18,15 @@ of every session alone (agent.observe_terminal_only, rollout.TerminalPrompts): t
 the state it was trained to read, the agent the prompt it was trained on.
 `bash tools/fidelity_cpu.sh observed-pointer-n384` makes the terminal; agent_context_imagined's A
 trials (its shared-sft runs) must have run; then `twjax sweep experiments/agent_terminal_observes.py
---launcher local --exproot runs/sweeps`.
+--launcher local --exproot runs/sweeps --only` the A trials and those in the first terminal, then
+`bash tools/context_sessions_cpu.sh --observed 0`, then the whole sweep.
 """
 import pathlib
 
 from twjax import configlib
 
 AGENT_CONTEXT = pathlib.Path(__file__).resolve().parent / "agent_context.py"
-TERMINAL = "runs/fidelity/observed-pointer-n384"
+TERMINALS = ("runs/fidelity/observed-pointer-n384", "runs/fidelity/observed-pointer-n384-agent")
 # From a trial's workdir (runs/sweeps/agent_terminal_observes/TRIAL): agent_context_imagined's A runs.
 SHARED_SFT = "../../agent_context_imagined/shared-sft"
 SEEDS = [0, 1, 2]
@@ -31,14 +34,18 @@ SEEDS = [0, 1, 2]
 
 def get_config(arg=None):
     config = configlib.load(str(AGENT_CONTEXT))
-    config.agent.update(terminal=TERMINAL, observe_setup=True, observe_terminal_only=True, shared_sft=SHARED_SFT)
+    config.agent.update(terminal=TERMINALS[0], observe_setup=True, observe_terminal_only=True, shared_sft=SHARED_SFT)
     return config
 
 
 def get_sweep(arg=None):
-    """Seed by seed: A (judged only: its run exists), then C and RL off it."""
+    """Seed by seed: A (judged only, inside the first terminal: its run exists), then C and RL off
+    it in each terminal."""
     points = []
     for seed in SEEDS:
         seeds = {"train.seed": seed, "data.seed": seed}
-        points += [seeds, {"agent.regime": "C", **seeds}, {"agent.regime": "RL", "agent.lambda_env": 0.1, **seeds}]
+        points.append(seeds)
+        for terminal in TERMINALS:
+            points += [{"agent.regime": "C", "agent.terminal": terminal, **seeds},
+                       {"agent.regime": "RL", "agent.lambda_env": 0.1, "agent.terminal": terminal, **seeds}]
     return points

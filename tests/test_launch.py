@@ -356,7 +356,7 @@ def a_run_key(experiment, trial) -> str:
     ("agent_observed", "", "agent train", 9),
     ("agent_context", "", "agent train", 6),
     ("agent_context_imagined", "", "agent train", 15),
-    ("agent_terminal_observes", "", "agent train", 9),
+    ("agent_terminal_observes", "", "agent train", 15),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -416,8 +416,10 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
     if name == "agent_terminal_observes":  # agent_context_imagined's A runs, in a terminal that alone observes
         imagined = sweep.load_experiment("experiments/agent_context_imagined.py")
         a_of_seed = {t.overrides["train.seed"]: a_run_key(imagined, t) for t in imagined.trials}
-        assert {(t.overrides.get("agent.regime", "A"), t.overrides["train.seed"]) for t in experiment.trials} == {
-            (regime, seed) for regime in ("A", "C", "RL") for seed in (0, 1, 2)}
+        assert {(t.overrides.get("agent.regime", "A"), t.overrides["train.seed"], t.overrides.get("agent.terminal"))
+                for t in experiment.trials} == {("A", seed, None) for seed in (0, 1, 2)} | {
+            (regime, seed, f"runs/fidelity/{terminal}") for regime in ("C", "RL") for seed in (0, 1, 2)
+            for terminal in ("observed-pointer-n384", "observed-pointer-n384-agent")}
         assert all(a_run_key(experiment, t) == a_of_seed[t.overrides["train.seed"]] for t in experiment.trials)
         config = configlib.load(experiment.config_spec)
         assert config.agent.observe_setup and config.agent.observe_terminal_only
