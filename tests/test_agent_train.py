@@ -101,6 +101,8 @@ def test_every_regime_has_the_same_update_budget_and_experiment_configs_load():
         agent_train.base_steps(config, steps)
     with pytest.raises(ValueError):
         agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", ["agent.regime=D"]))
+    with pytest.raises(ValueError, match="observe_setup"):
+        agent_train.with_agent_defaults(configlib.load("configs/agent.py:tiny", ["agent.observe_terminal_only=True"]))
 
 
 def brute_force_pass_at_k(n, c, k):

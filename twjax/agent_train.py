@@ -100,6 +100,8 @@ def with_agent_defaults(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.agent.regime = config.agent.regime.upper()
     if config.agent.regime not in REGIMES + REFERENCES:
         raise ValueError(f"agent.regime {config.agent.regime!r}: one of {', '.join(REGIMES + REFERENCES)}")
+    if config.agent.observe_terminal_only and not config.agent.observe_setup:
+        raise ValueError("agent.observe_terminal_only says who sees the observation: it needs agent.observe_setup=True")
     return config
 
 

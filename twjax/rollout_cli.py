@@ -56,6 +56,8 @@ def draw_tasks(families: list[str], count: int, seed: int, difficulty: int):
 
 
 def main(args) -> int:
+    if args.observe_terminal_only and not args.observe:
+        raise SystemExit("--observe-terminal-only says who sees the observation: it needs --observe")
     _, tok, agent_model = checkpoint_io.load_for_inference(args.agent)
     terminal_config, terminal = checkpoint_io.load_terminal(args.terminal, tok)
     families = [f for f in args.families.split(",") if f] or sorted(registry.FAMILIES)
