@@ -15,7 +15,8 @@
 # observed-pointer-n384 (trained on the observed collection, data/observed): the observation of
 # each task's files opens its view of every session but not the agent's (--observe
 # --observe-terminal-only), and the sessions are recorded as it saw them; its fine-tune is
-# observed-pointer-n384-agent, on data/observed/n384 plus the sessions in data/observed_context_sessions.
+# observed-pointer-n384-agent, on data/observed/n384 plus the sessions in data/observed_context_sessions
+# (20 min in all beside an agent sweep, 2026-12-06).
 #   bash tools/context_sessions_cpu.sh [--observed] SEED...     (the A runs' train.seed, e.g. 0 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
