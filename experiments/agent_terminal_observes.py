@@ -8,7 +8,9 @@
                  trained on the same tasks' transcripts opened by an observation of their files
                  (tools/fidelity_cpu.sh observed-pointer-n384), and inside observed-pointer-n384-agent:
                  that terminal fine-tuned on seed 0's A sessions inside it, replayed for real and
-                 judged by the real verifier (tools/context_sessions_cpu.sh --observed 0)
+                 judged by the real verifier (tools/context_sessions_cpu.sh --observed 0); and C in
+                 the latter re-checking every pass (agent.real_check_fraction=1: only the imagined
+                 sessions that pass for real are kept), as 2 in 5 of the passes it keeps fail for real
 
 In agent_context_imagined the terminal, trained on sessions without an observation, guessed at files it
 had never seen: it answered the agents' first commands with "No such file or directory" and passed
@@ -45,7 +47,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
     """Seed by seed: A (judged only, inside the first terminal: its run exists), then C and RL off
-    it in each terminal."""
+    it in each terminal, then C re-checking every pass in the fine-tuned one."""
     points = []
     for seed in SEEDS:
         seeds = {"train.seed": seed, "data.seed": seed}
@@ -53,4 +55,5 @@ def get_sweep(arg=None):
         for terminal in TERMINALS:
             points += [{"agent.regime": "C", "agent.terminal": terminal, **seeds},
                        {"agent.regime": "RL", "agent.lambda_env": 0.1, "agent.terminal": terminal, **seeds}]
+        points.append({"agent.regime": "C", "agent.terminal": TERMINALS[1], "agent.real_check_fraction": 1.0, **seeds})
     return points

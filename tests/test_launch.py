@@ -356,7 +356,7 @@ def a_run_key(experiment, trial) -> str:
     ("agent_observed", "", "agent train", 9),
     ("agent_context", "", "agent train", 6),
     ("agent_context_imagined", "", "agent train", 15),
-    ("agent_terminal_observes", "", "agent train", 15),
+    ("agent_terminal_observes", "", "agent train", 18),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -421,6 +421,9 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
             (regime, seed, f"runs/fidelity/{terminal}") for regime in ("C", "RL") for seed in (0, 1, 2)
             for terminal in ("observed-pointer-n384", "observed-pointer-n384-agent")}
         assert all(a_run_key(experiment, t) == a_of_seed[t.overrides["train.seed"]] for t in experiment.trials)
+        verified = [t for t in experiment.trials if t.overrides.get("agent.real_check_fraction") == 1.0]
+        assert sorted(t.overrides["train.seed"] for t in verified) == [0, 1, 2]
+        assert all(t.overrides["agent.terminal"].endswith("-agent") for t in verified)
         config = configlib.load(experiment.config_spec)
         assert config.agent.observe_setup and config.agent.observe_terminal_only
         assert config.agent.terminal == "runs/fidelity/observed-pointer-n384"
