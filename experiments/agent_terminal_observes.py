@@ -21,8 +21,10 @@ the state it was trained to read, the agent the prompt it was trained on. On 202
 it answered the agents' first commands right 0.74-0.77 of the time (0.48-0.64 without the
 observation), and fine-tuned passed 16-21 of 34 greedy attempts where 17-23 pass for real (65 of
 its 106 passes on the same tasks as the real ones); C kept 120 imagined sessions, 25 of 42
-re-checks held, and C (pass@1 0.426) and RL (0.392) stayed within A's spread (0.392).
-Trial times on 2 cores, two sweeps side by side: A 104-166 s (judged only), C 254-410 s, RL 269-378 s.
+re-checks held, and C (pass@1 0.426) and RL (0.392) stayed within A's spread (0.392). C re-checking
+every pass kept 87 real passes and did no better (0.598 greedy against A's 0.588).
+Trial times on 2 cores, two sweeps side by side: A 104-166 s (judged only), C 254-410 s, RL
+269-378 s; C re-checking every pass 478-525 s, three at once (--parallel 3).
 `bash tools/fidelity_cpu.sh observed-pointer-n384` makes the terminal; agent_context_imagined's A
 trials (its shared-sft runs) must have run; then `twjax sweep experiments/agent_terminal_observes.py
 --launcher local --exproot runs/sweeps --only` the A trials and those in the first terminal, then
