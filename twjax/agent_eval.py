@@ -210,7 +210,9 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observe else None
+        # A terminal-only observation is made only for a learned terminal to read.
+        observed = observe and (terminal is not None or not observe_terminal_only)
+        observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observed else None
         agent_observations = None if observe_terminal_only else observations
         judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers,
                                                      agent_observations), config)}

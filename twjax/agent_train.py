@@ -251,10 +251,11 @@ def observation(config) -> str | bool:
     return task_episodes.observation(bool(config.agent.observe_setup), config.agent.get("observe_layout", "contents_first"))
 
 
-def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig):
+def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig, learned: bool = True):
     """The sessions' prompts, opened by the tasks' observations with agent.observe_setup (only the
-    terminal's with agent.observe_terminal_only): rollout_episodes.session_prompts."""
-    observe = observation(config)
+    terminal's with agent.observe_terminal_only): rollout_episodes.session_prompts. `learned`: a
+    learned terminal reads the sessions; without one, a terminal-only observation is not made."""
+    observe = observation(config) if learned or not config.agent.observe_terminal_only else False
     observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers), observe) \
         if observe else None
     return rollout_episodes.session_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN,
@@ -344,7 +345,7 @@ def rl_batch(config, agent, terminal, tok, rollout_config, step: int, key):
         parts.append((*buffers, rewards))
         summary["learned_reward"] = float(np.mean(rewards))
     if real_tasks:
-        prompts_BxP, lengths_B, _, _ = task_prompts(config, tok, real_tasks, rollout_config)
+        prompts_BxP, lengths_B, _, _ = task_prompts(config, tok, real_tasks, rollout_config, learned=False)
         state, rewards = grounded.grounded_rollout(*agent, tok, real_tasks, prompts_BxP, lengths_B, real_key,
                                                    config=rollout_config, backend=config.agent.backend,
                                                    workers=int(config.agent.workers))
