@@ -48,7 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(dict(
         vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
         d_ff=d_ff, max_len=seq_len, rope_theta=10_000.0, attention_chunk=128, attention="auto", dtype=dtype,
-        smeared_keys=False, line_embeddings=0, copy_head=False, copy_follow=False))
+        smeared_keys=False, line_embeddings=0, copy_head=False, copy_follow=False,
+        copy_follow_init_confidence=0.0, copy_follow_init_bias=0.0))
 
     config.data = ml_collections.ConfigDict(dict(
         # `twjax collect --config configs/data/tiny.py --out data/tiny` and `twjax tokenizer train` write these.

@@ -1,4 +1,5 @@
 """Model: KV-cache decoding equals the full forward pass; packed segments equal separate sequences."""
+import math
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -325,6 +326,17 @@ def test_copy_follow_goes_on_from_where_the_pointer_copied():
     probabilities = np.exp(np.asarray(forward(model, tokens)))[0]
     # 5 sees 0-4, whose next tokens are b c d a b.
     np.testing.assert_allclose(probabilities[5, [11, 12, 13, 10]], [0.4, 0.2, 0.2, 0.2], atol=1e-6)
+    # The confidence prior: at 5 the mass to follow is 1/4, so the share is sigmoid(2 + log 1/4).
+    prior = model_lib.ModelConfig.from_mapping(config.__dict__, copy_follow_init_confidence=1.0,
+                                               copy_follow_init_bias=2.0)
+    model = model_lib.Transformer(prior, rngs=nnx.Rngs(0))
+    model.copy_query_DxC[...] = jnp.zeros_like(model.copy_query_DxC[...])
+    model.copy_gate_bias_1[...] = jnp.full((1,), -60.0)
+    probabilities = np.exp(np.asarray(forward(model, tokens)))[0]
+    share = 1 / (1 + math.exp(-(2 + math.log(0.25))))
+    np.testing.assert_allclose(probabilities[5, [11, 12, 13, 10]],
+                               [(1 - share) * 0.4, share + (1 - share) * 0.2, (1 - share) * 0.2, (1 - share) * 0.2],
+                               atol=1e-6)
     with pytest.raises(ValueError, match="copy_follow needs copy_head"):
         model_lib.ModelConfig.from_mapping(CONFIG.__dict__, copy_follow=True)
 

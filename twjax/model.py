@@ -82,6 +82,11 @@ class ModelConfig:
     # pointer put weight on a position whose token was the one written, the next step may go on to
     # the position after it, a learned share beside a fresh lookup.
     copy_follow: bool = False
+    # The follow share's initial logit is bias + confidence · log(the previous pointer's mass on
+    # matching positions). Both zero: half of every step follows any match, however faint. The
+    # prior (1, 2) follows a sure copy with share 0.88 and a faint one (mass 1e-3) with 0.007.
+    copy_follow_init_confidence: float = 0.0
+    copy_follow_init_bias: float = 0.0
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -453,10 +458,11 @@ class Transformer(nnx.Module):
             self.copy_gate_D = param(rngs, (d,), ("norm",), 0.0)
             self.copy_gate_bias_1 = param(rngs, (1,), ("norm",), 0.0)
         if config.copy_follow:
-            # Zero: where the previous copy matches, following and a fresh lookup start even.
             self.follow_gate_D = param(rngs, (config.d_model,), ("norm",), 0.0)
             self.follow_bias_1 = param(rngs, (1,), ("norm",), 0.0)
             self.follow_confidence_1 = param(rngs, (1,), ("norm",), 0.0)
+            self.follow_bias_1[...] += config.copy_follow_init_bias
+            self.follow_confidence_1[...] += config.copy_follow_init_confidence
 
     def embed(self, tokens_BxT: jax.Array, lines=None) -> jax.Array:
         """`lines`: (line_BxT, column_BxT) from line_columns, with line embeddings only."""
