@@ -305,7 +305,7 @@ def small_agent_config(tmp_path):
 
 def test_regime_c_rounds_continue_a_run_on_the_imagined_data(tmp_path, monkeypatch):
     """A round is A's run continued (its optimizer state and learning rate at each update), on the
-    original data plus the sessions the round kept."""
+    original data plus the sessions the round kept (as equals, or drawn at agent.imagined_fraction)."""
     import json
     from sample_episodes import make_episodes
     config = small_agent_config(tmp_path)
@@ -326,6 +326,12 @@ def test_regime_c_rounds_continue_a_run_on_the_imagined_data(tmp_path, monkeypat
     assert sorted(rates(final)) == [5, 6]
     assert rates(final) == {step: rates(private_a)[step] for step in (5, 6)}
     assert rates(final)[5] > 0  # mid-schedule, not a fresh warmup's first step
+    # With agent.imagined_fraction the kept sessions are drawn at that share, beside A's data.
+    final = agent_train.regime_c(config("agent.regime=C", "agent.imagined_fraction=0.5"), tmp_path / "c-up", log)
+    run = json.loads((final / "config.json").read_text())
+    assert run["data"]["train"] == str(tmp_path / "train.jsonl")
+    assert (run["data"]["upweighted"], run["data"]["upweighted_fraction"]) == (
+        str(tmp_path / "c-up" / "imagined" / "round-1.jsonl"), 0.5)
 
 
 @pytest.mark.parametrize("bar, passes", [(0.0, [0.95, 0.6, None]), (0.9, [0.95])])

@@ -624,3 +624,24 @@ def test_copy_fraction_mixes_copies_in_and_resumes_exactly(setup):
         data.make_train_iterator(make_config(root, copy_fraction=0.5, copy_lines_fraction=1.5), shard=(0, 1))
     with pytest.raises(ValueError, match="seq_len >= 64"):
         data.make_train_iterator(make_config(root, copy_fraction=0.5, copy_lines_fraction=0.5, seq_len=32), shard=(0, 1))
+
+
+def test_upweighted_episodes_take_their_fraction_of_the_records_however_few(setup, tmp_path):
+    root, episodes, _ = setup
+    extra = tmp_path / "kept.jsonl"
+    episode_lib.write_jsonl(extra, episodes[100:102])  # not in data.train
+    config = make_config(root, upweighted=str(extra), upweighted_fraction=0.5, batch_size=8)
+    encode = data.make_encoder(config)
+    kept_windows = {tuple(example["inputs"].tolist()) for episode in episodes[100:102]
+                    for example in encode.map(episode)}
+    from_kept = total = 0
+    for batch in take(data.make_train_iterator(config, shard=(0, 1)), 6):
+        for row_inputs, row_segments in zip(batch["inputs"], batch["segment_ids"]):
+            for segment in set(row_segments.tolist()) - {0}:
+                total += 1
+                from_kept += tuple(row_inputs[row_segments == segment].tolist()) in kept_windows
+    # Two episodes of 102 are drawn for about half the records; beside data.train alone they are 2%.
+    assert 0.3 < from_kept / total < 0.7, (from_kept, total)
+    assert_resumes_exactly(config, skip=3, compare=3)
+    with pytest.raises(ValueError, match="upweighted_fraction"):
+        data.make_train_iterator(make_config(root, upweighted=str(extra)), shard=(0, 1))

@@ -357,6 +357,7 @@ def a_run_key(experiment, trial) -> str:
     ("agent_context", "", "agent train", 6),
     ("agent_context_imagined", "", "agent train", 15),
     ("agent_terminal_observes", "", "agent train", 18),
+    ("agent_self_imitation", "", "agent train", 9),
 ])
 def test_experiment_files_plan_valid_grids(name, variant, program, count, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -429,6 +430,17 @@ def test_experiment_files_plan_valid_grids(name, variant, program, count, monkey
         assert config.agent.terminal == "runs/fidelity/observed-pointer-n384"
         trial_dir = REPO / "runs/sweeps/agent_terminal_observes/trial"
         assert (trial_dir / config.agent.shared_sft).resolve() == (REPO / "runs/sweeps/agent_context_imagined/shared-sft")
+    if name == "agent_self_imitation":  # C off the same A runs, in the fine-tuned observed terminal, weighted up
+        observes = sweep.load_experiment("experiments/agent_terminal_observes.py")
+        a_of_seed = {t.overrides["train.seed"]: a_run_key(observes, t) for t in observes.trials}
+        assert all(a_run_key(experiment, t) == a_of_seed[t.overrides["train.seed"]] for t in experiment.trials)
+        config = configlib.load(experiment.config_spec)
+        assert config.agent.regime == "C" and config.agent.terminal == "runs/fidelity/observed-pointer-n384-agent"
+        assert config.agent.observe_terminal_only and config.agent.shared_sft
+        arms = {(t.overrides["agent.imagined_fraction"], t.overrides.get("agent.real_check_fraction"))
+                for t in experiment.trials}
+        assert arms == {(0.25, None), (0.5, None), (0.5, 1.0)}
+        assert {t.overrides["train.seed"] for t in experiment.trials} == {0, 1, 2}
     if name == "verifier_terminal":  # C and RL branch off the three-way grid's A runs: the same run key
         def run_keys(experiment):  # (terminal, regime, seed, re-checked fraction) -> the A run it branches off
             return {(t.overrides.get("agent.terminal"), t.overrides["agent.regime"], t.overrides["train.seed"],

@@ -62,6 +62,7 @@ AGENT_DEFAULTS = dict(
     real_check_fraction=0.25,       # of the sessions the learned verifier passes, replayed for real
     min_recheck_precision=0.5,      # below it, the learned verifier's unchecked passes are not trusted
     min_pass_probability=0.0,       # a learned pass counts only if the terminal gave exit 0 this probability
+    imagined_fraction=0.0,          # of a round's records, drawn from the kept sessions (0: they join A's data as equals)
     # RL
     rl_steps=10,
     tasks_per_step=4,
@@ -307,16 +308,27 @@ def regime_c(config, workdir: pathlib.Path, log) -> pathlib.Path:
         if path.stat().st_size:
             imagined.append(str(path))
         agent_dir = continue_a_run(config, workdir / f"round-{k}", agent_dir, stop=base + k * round_steps,
-                                   train_paths=",".join([config.data.train, *imagined]))
+                                   data=round_data(config, imagined))
     return agent_dir
 
 
-def continue_a_run(config, workdir: pathlib.Path, previous: pathlib.Path, stop: int, train_paths: str) -> pathlib.Path:
-    """A's run continued from `previous`'s train state through update `stop` on other data, so a
-    round changes what C learns from, not how (the same optimizer and learning rate as A)."""
+def round_data(config, imagined: list[str]) -> dict:
+    """A round's data fields: the kept sessions beside A's data, as equals (a few dozen among
+    thousands of transcripts) or, with agent.imagined_fraction, drawn at that share of the records."""
+    fraction = float(config.agent.imagined_fraction)
+    if not imagined:
+        return {}
+    if fraction:
+        return {"upweighted": ",".join(imagined), "upweighted_fraction": fraction}
+    return {"train": ",".join([config.data.train, *imagined])}
+
+
+def continue_a_run(config, workdir: pathlib.Path, previous: pathlib.Path, stop: int, data: dict) -> pathlib.Path:
+    """A's run continued from `previous`'s train state through update `stop` with `data`'s fields
+    changed, so a round changes what C learns from, not how (the same optimizer and learning rate as A)."""
     if not has_checkpoint(workdir, stop):
         run = a_run_config(config)
-        run.data.train = train_paths
+        run.data.update(data)
         run.train.update(init_from=str(previous), init_state=True, stop_at=stop)
         train.train(run, workdir)
     return workdir

@@ -476,13 +476,21 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     for none), copy_name_max (3: the longest name of a listing's lines, in tokens, up to 8), copy_sessions (False: listings
     shaped as in a session, each part opened by `<out>`, names columns from the listing's first line),
     copy_session_header_max (0: with copy_sessions, the most header lines that open a listing, 0-3),
-    copy_recall_fraction (0.0: the fraction of copy examples that are recall examples, RecallExample).
-    With model.line_embeddings, listings and recalled files end their lines in the tokenizer's newline."""
+    copy_recall_fraction (0.0: the fraction of copy examples that are recall examples, RecallExample),
+    upweighted ("": episodes, a pattern as data.train, drawn beside data.train's at upweighted_fraction
+    of the episodes, however few they are). With model.line_embeddings, listings and recalled files end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
     encode = make_encoder(config)
     ds = _records(data.train, shard).shuffle(seed=data.seed).repeat(None).map(encode)
+    upweighted = str(_field(config, "upweighted", ""))
+    if upweighted:
+        fraction = _bounded(config, "upweighted_fraction", 0.0, 1.0)
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"data.upweighted needs data.upweighted_fraction in (0, 1), got {fraction:g}")
+        extra = _records(upweighted, shard).shuffle(seed=data.seed + 1).repeat(None).map(encode)
+        ds = grain.MapDataset.mix([ds, extra], [1.0 - fraction, fraction])
     copy_fraction = float(_field(config, "copy_fraction", 0.0))
     if not 0.0 <= copy_fraction < 1.0:
         raise ValueError(f"data.copy_fraction must be in [0, 1), got {copy_fraction}")
