@@ -397,3 +397,18 @@ def test_shared_a_run_gives_each_regime_the_checkpoint_it_would_train_alone(tmp_
     assert agent_train.a_run_key(other) == agent_train.a_run_key(shared)
     lone = agent_train.a_phase(other, tmp_path / "rl3" / "sft", 3)
     assert not (lone / "checkpoints" / "3").is_symlink() and agent_train.has_checkpoint(lone, 3)
+
+
+def test_a_run_key_ignores_the_follow_prior_of_a_model_that_does_not_follow(tmp_path):
+    """A runs keyed before model.copy_follow_init_* existed are found again; with copy_follow on,
+    the prior changes the initial weights, so it changes the key."""
+    config = small_agent_config(tmp_path)
+    plain, with_prior = config(), config("model.copy_follow_init_confidence=1.0", "model.copy_follow_init_bias=2.0")
+    before = plain.to_dict()
+    for name in ("copy_follow_init_confidence", "copy_follow_init_bias"):
+        del before["model"][name]
+    assert agent_train.a_run_key(plain) == agent_train.a_run_key(with_prior) == agent_train.a_run_key(
+        ml_collections.ConfigDict(before))
+    following = ("model.copy_head=True", "model.copy_follow=True")
+    assert agent_train.a_run_key(config(*following)) != agent_train.a_run_key(
+        config(*following, "model.copy_follow_init_bias=2.0"))

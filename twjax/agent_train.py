@@ -160,6 +160,10 @@ def a_run_key(config) -> str:
     bookkeeping (when to evaluate, checkpoint, log; where to cache compiled programs)."""
     run = a_run_config(config).to_dict()
     run.pop("agent", None)
+    if not run["model"].get("copy_follow"):
+        # They shape only a following pointer; left in, they re-keyed every A run made before them.
+        for name in ("copy_follow_init_confidence", "copy_follow_init_bias"):
+            run["model"].pop(name, None)
     for name in ("stop_at", "eval_every", "ckpt_every", "keep_ckpts", "progress", "log_every", "compilation_cache"):
         run["train"].pop(name, None)
     return hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:16]
