@@ -73,7 +73,8 @@
 # family, seed 7, observed: data/observed/n384, ~12 min to collect), the same 1,500 steps, evaluated
 # on observed-pointer's test episodes; 2 of those 64 share their task with a training episode here.
 # observed-pointer-n384-long is observed-pointer-n384 trained twice as long (3,000 steps), as its
-# validation loss was still falling at step 1,500.
+# validation loss was still falling at step 1,500; observed-pointer-n384-long-seed1 is that with
+# data.seed and train.seed 1.
 # observed-follow-n384 is observed-pointer-n384 with a pointer that follows its own copies
 # (model.copy_follow): where its last copy was the token written, it may go on to the next position.
 # observed-follow-prior-n384 is that with a prior that follows only a confident copy (the follow
@@ -103,6 +104,7 @@
 #                              [observed-pointer-seed1] [observed-pointer-n384]
 #                              [observed-pointer-n384-long] [observed-follow-n384] [pointer-n384]
 #                              [pointer-n384-seed1] [observed-follow-prior-n384]
+#                              [observed-pointer-n384-long-seed1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -126,7 +128,7 @@ for run in ${RUNS:-all}; do
   esac
 done
 if selected observed-pointer-n384 || selected observed-pointer-n384-long || selected observed-follow-n384 \
-    || selected observed-follow-prior-n384; then
+    || selected observed-follow-prior-n384 || selected observed-pointer-n384-long-seed1; then
   collect data/observed/n384 --config.observe_setup=True --config.episodes.train=384 --config.seed=7
 fi
 if selected pointer-n384 || selected pointer-n384-seed1; then
@@ -308,6 +310,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-pointer-seed1:data/observed/n96:$pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-pointer-n384:data/observed/n384,data/observed/n96:$pointer" \
            "observed-pointer-n384-long:data/observed/n384,data/observed/n96:$pointer --config.train.steps=3000" \
+           "observed-pointer-n384-long-seed1:data/observed/n384,data/observed/n96:$pointer --config.train.steps=3000 --config.data.seed=1 --config.train.seed=1" \
            "observed-follow-n384:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True" \
            "observed-follow-prior-n384:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True --config.model.copy_follow_init_confidence=1 --config.model.copy_follow_init_bias=2" \
            "pointer-n384:$data/n384,$data/n96:$pointer" \
