@@ -477,8 +477,9 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     shaped as in a session, each part opened by `<out>`, names columns from the listing's first line),
     copy_session_header_max (0: with copy_sessions, the most header lines that open a listing, 0-3),
     copy_recall_fraction (0.0: the fraction of copy examples that are recall examples, RecallExample),
-    upweighted ("": episodes, a pattern as data.train, drawn beside data.train's at upweighted_fraction
-    of the episodes, however few they are). With model.line_embeddings, listings and recalled files end their lines in the tokenizer's newline."""
+    upweighted ("": episodes, a pattern as data.train, drawn beside data.train's as upweighted_fraction
+    of the records, however few they are). With model.line_embeddings, listings and recalled files
+    end their lines in the tokenizer's newline."""
     data = config.data
     shard = _process_shard(shard)
     batch = _local_batch_size(data.batch_size, shard[1])
