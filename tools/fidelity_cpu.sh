@@ -78,7 +78,8 @@
 # observed-follow-n384 is observed-pointer-n384 with a pointer that follows its own copies
 # (model.copy_follow): where its last copy was the token written, it may go on to the next position.
 # observed-follow-prior-n384 is that with a prior that follows only a confident copy (the follow
-# share's logit starts at 2 + log of the mass the last pointer put on matches, not at 0).
+# share's logit starts at 2 + log of the mass the last pointer put on matches, not at 0);
+# observed-follow-prior-n384-seed1 is that with data.seed and train.seed 1.
 # pointer-n384 is observed-pointer-n384 on the recorded transcripts (the ablation's 384 per family,
 # seed 7, as tools/ablation_cpu.sh collects them), evaluated on recorded's test episodes: the
 # learned terminal of experiments/agent_context_imagined.py, whose agents' sessions hold no observation;
@@ -104,7 +105,7 @@
 #                              [observed-pointer-seed1] [observed-pointer-n384]
 #                              [observed-pointer-n384-long] [observed-follow-n384] [pointer-n384]
 #                              [pointer-n384-seed1] [observed-follow-prior-n384]
-#                              [observed-pointer-n384-long-seed1]
+#                              [observed-pointer-n384-long-seed1] [observed-follow-prior-n384-seed1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 twjax=(.venv/bin/python -m twjax)
@@ -128,7 +129,8 @@ for run in ${RUNS:-all}; do
   esac
 done
 if selected observed-pointer-n384 || selected observed-pointer-n384-long || selected observed-follow-n384 \
-    || selected observed-follow-prior-n384 || selected observed-pointer-n384-long-seed1; then
+    || selected observed-follow-prior-n384 || selected observed-pointer-n384-long-seed1 \
+    || selected observed-follow-prior-n384-seed1; then
   collect data/observed/n384 --config.observe_setup=True --config.episodes.train=384 --config.seed=7
 fi
 if selected pointer-n384 || selected pointer-n384-seed1; then
@@ -313,6 +315,7 @@ for run in recorded:$data/n96: observed:data/observed/n96: \
            "observed-pointer-n384-long-seed1:data/observed/n384,data/observed/n96:$pointer --config.train.steps=3000 --config.data.seed=1 --config.train.seed=1" \
            "observed-follow-n384:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True" \
            "observed-follow-prior-n384:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True --config.model.copy_follow_init_confidence=1 --config.model.copy_follow_init_bias=2" \
+           "observed-follow-prior-n384-seed1:data/observed/n384,data/observed/n96:$pointer --config.model.copy_follow=True --config.model.copy_follow_init_confidence=1 --config.model.copy_follow_init_bias=2 --config.data.seed=1 --config.train.seed=1" \
            "pointer-n384:$data/n384,$data/n96:$pointer" \
            "pointer-n384-seed1:$data/n384,$data/n96:$pointer --config.data.seed=1 --config.train.seed=1" \
            "observed-select-session-pointer:data/observed/n96:--config.data.copy_fraction=0.75 $select_session_pointer" \
