@@ -192,6 +192,12 @@ def greedy_config(config: rollout.RolloutConfig) -> rollout.RolloutConfig:
     return dataclasses.replace(config, agent_sampling=rollout.Sampling(temperature=0.0))
 
 
+def needed_observation(observe: str | bool, terminal_only: bool, learned_terminal: bool) -> str | bool:
+    """`observe` (the observation command, or False), or False where only a learned terminal would
+    read it (terminal_only) and no learned terminal reads the sessions: it is not made for nothing."""
+    return observe if learned_terminal or not terminal_only else False
+
+
 def report(agent, tok, in_families: list[str], held_out_families: list[str], *, tasks_per_split: int, samples: int,
            ks: tuple[int, ...], config: rollout.RolloutConfig, key, backend: str, workers: int,
            terminal=None, learned_config: rollout.RolloutConfig | None = None, seed: int = 0, greedy: bool = True,
@@ -210,9 +216,8 @@ def report(agent, tok, in_families: list[str], held_out_families: list[str], *, 
         if not families:
             continue
         tasks = eval_tasks(families, tasks_per_split, seed)
-        # A terminal-only observation is made only for a learned terminal to read.
-        observed = observe and (terminal is not None or not observe_terminal_only)
-        observations = task_episodes.observe_tasks(tasks, backend, workers, observe) if observed else None
+        observed = needed_observation(observe, observe_terminal_only, learned_terminal=terminal is not None)
+        observations = task_episodes.observe_tasks(tasks, backend, workers, observed) if observed else None
         agent_observations = None if observe_terminal_only else observations
         judges = {"real": (lambda n, c: real_results(agent, tok, tasks, n, c, key, backend, workers,
                                                      agent_observations), config)}

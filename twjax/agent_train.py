@@ -260,7 +260,7 @@ def task_prompts(config, tok, tasks, rollout_config: rollout.RolloutConfig, lear
     """The sessions' prompts, opened by the tasks' observations with agent.observe_setup (only the
     terminal's with agent.observe_terminal_only): rollout_episodes.session_prompts. `learned`: a
     learned terminal reads the sessions; without one, a terminal-only observation is not made."""
-    observe = observation(config) if learned or not config.agent.observe_terminal_only else False
+    observe = agent_eval.needed_observation(observation(config), bool(config.agent.observe_terminal_only), learned)
     observations = task_episodes.observe_tasks(tasks, config.agent.backend, int(config.agent.workers), observe) \
         if observe else None
     return rollout_episodes.session_prompts(tok, tasks, rollout_config.cache_len, observations, agent_eval.MAX_PROMPT_LEN,
