@@ -487,7 +487,7 @@ def make_train_iterator(config, shard: tuple[int, int] | None = None):
     ds = _records(data.train, shard).shuffle(seed=data.seed).repeat(None).map(encode)
     upweighted = str(_field(config, "upweighted", ""))
     if upweighted:
-        fraction = _bounded(config, "upweighted_fraction", 0.0, 1.0)
+        fraction = float(_field(config, "upweighted_fraction", 0.0))
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"data.upweighted needs data.upweighted_fraction in (0, 1), got {fraction:g}")
         extra = _records(upweighted, shard).shuffle(seed=data.seed + 1).repeat(None).map(encode)
