@@ -61,16 +61,13 @@ print("| arm | pass@1 | greedy | pass@1 minus A's [95% CI] | greedy minus A's [9
 print("| --- | --- | --- | --- | --- |")
 base = {name: per_task("A", name) for name in ("sampled", "greedy")}
 for arm in ["A", *arms]:
-    cells = []
+    rates = base if arm == "A" else {name: per_task(arm, name) for name in ("sampled", "greedy")}
+    cells = [f"{np.mean(list(rates[name].values())):.3f}" for name in ("sampled", "greedy")]
     for name in ("sampled", "greedy"):
-        rates = per_task(arm, name)
-        cells.append(f"{np.mean(list(rates.values())):.3f}")
-    for name in ("sampled", "greedy"):
-        rates = per_task(arm, name)
         keys = sorted(base[name])
-        if sorted(rates) != keys:
+        if sorted(rates[name]) != keys:
             raise SystemExit(f"{arm} and A were judged on different tasks")
-        diffs = np.array([rates[k] - base[name][k] for k in keys])
+        diffs = np.array([rates[name][k] - base[name][k] for k in keys])
         means = diffs[rng.integers(0, len(diffs), (10_000, len(diffs)))].mean(axis=1)
         low, high = np.percentile(means, [2.5, 97.5])
         cells.append("—" if arm == "A" else f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}]")
